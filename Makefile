@@ -1,0 +1,35 @@
+# make bench [SUITE=cifar_mtl]   create .venv if missing, run the suite, write reports/<suite>.md
+# make test                      the test suite (CPU)
+# make validate SUITE=...        check a suite without running it
+# make report SUITE=...          rebuild the report from results/
+# PYTHON=python3 uses an existing interpreter instead of .venv (e.g. a GPU machine without internet).
+SUITE ?= cifar_mtl
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+ARGS ?=
+
+ifeq ($(PYTHON),$(VENV)/bin/python)
+SETUP := $(VENV)/.installed
+else
+SETUP :=
+endif
+
+.PHONY: bench test validate report perf clean-results
+
+bench: $(SETUP)
+	$(PYTHON) -m bench run $(SUITE) $(ARGS)
+
+validate: $(SETUP)
+	$(PYTHON) -m bench validate $(SUITE)
+
+report: $(SETUP)
+	$(PYTHON) -m bench report $(SUITE)
+
+test: $(SETUP)
+	$(PYTHON) -m pytest -q $(ARGS)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@

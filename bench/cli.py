@@ -1,0 +1,92 @@
+"""Command line: `bench validate SUITE`, `bench run SUITE`, `bench report SUITE`.
+
+    python -m bench run cifar_mtl            # train every cell not yet in results/, then report
+    python -m bench run smoke --force        # rerun every cell
+    python -m bench report cifar_mtl         # rebuild reports/cifar_mtl.md from results/ only
+
+SUITE is a name in suites/ or a path to a YAML file. A malformed suite exits with status 2 before
+any training; `run` exits 1 if any cell failed or diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.config import SuiteError, load_suite, resolve_suite_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        suite = load_suite(resolve_suite_path(args.suite))
+        from bench.grid import expand
+
+        cells = expand(suite)
+    except SuiteError as err:
+        console.print(f"[red]invalid suite[/red]: {err}", markup=True, highlight=False)
+        return 2
+    if args.command == "validate":
+        console.print(f"{suite.path}: ok, {len(cells)} cells")
+        for cell in cells:
+            print(cell.name)
+        return 0
+    if args.command == "run":
+        return _run(suite, cells, args, console)
+    return _report(suite, args, console)
+
+
+def _run(suite, cells, args, console: Console) -> int:
+    from bench.runner import pick_device, run_cells
+    from bench.store import Store
+
+    device = pick_device(args.device)
+    console.print(f"suite {suite.name}: {len(cells)} cells on {device}")
+    summary = run_cells(cells, Store(args.results, suite.name), device, force=args.force, console=console)
+    console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "
+                  f"in {summary.wall_seconds:.1f} s")
+    if not args.no_report:
+        _report(suite, args, console, run_seconds=summary.wall_seconds)
+    for name in summary.failed:
+        console.print(f"[red]failed[/red]: {name} (see {Path(args.results) / suite.name / name / 'log.txt'})")
+    return 1 if summary.failed else 0
+
+
+def _report(suite, args, console: Console, run_seconds: float | None = None) -> int:
+    from bench.report import write_report
+
+    path = write_report(suite, Path(args.results), Path(args.reports), run_seconds=run_seconds,
+                        command=_command(args))
+    console.print(f"report: {path}")
+    return 0
+
+
+def _command(args) -> str:
+    return "python -m bench run " + shlex.quote(args.suite)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("validate", "check a suite without running it"),
+                       ("run", "train every cell not yet finished, then write the report"),
+                       ("report", "write reports/<suite>.md from the results store")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("suite", help="suite name in suites/ or path to a YAML file")
+        s.add_argument("--results", default="results", help="results store root (default: results)")
+        s.add_argument("--reports", default="reports", help="reports root (default: reports)")
+        if name == "run":
+            s.add_argument("--force", action="store_true", help="rerun cells that are already finished")
+            s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+            s.add_argument("--no-report", action="store_true", help="skip writing the report")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`alexnet_cifar`: the AlexNet-like network of seed 001, adapted to 32x32 inputs.
+
+Stages (shapes for a 32x32 input):
+  1. Conv(64, 3x3) ReLU MaxPool          -> (B, 64, 16, 16)
+  2. Conv(192) ReLU MaxPool              -> (B, 192, 8, 8)
+  3. Conv(384) ReLU Conv(256) ReLU Conv(256) ReLU MaxPool, flatten -> (B, 4096)
+  4. trunk: Dropout Linear(4096, 1024) ReLU Dropout Linear(1024, 1024) ReLU -> (B, 1024)
+Cross-stitch units go after stages 1 and 2; heads read the 1024 trunk features.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bench.models import BACKBONES, Backbone, BackboneContext
+
+
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+
+
+@BACKBONES.register("alexnet_cifar")
+def alexnet_cifar(ctx: BackboneContext, *, dropout: float = 0.5, width: int = 1024) -> Backbone:
+    flat = 256 * (ctx.image_size // 8) ** 2  # three 2x2 pools
+    stages = [
+        nn.Sequential(*_conv(ctx.in_channels, 64), nn.MaxPool2d(2)),
+        nn.Sequential(*_conv(64, 192), nn.MaxPool2d(2)),
+        nn.Sequential(*_conv(192, 384), *_conv(384, 256), *_conv(256, 256), nn.MaxPool2d(2), nn.Flatten()),
+        nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(flat, width), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(width, width), nn.ReLU(inplace=True),
+        ),
+    ]
+    return Backbone(stages, width)

@@ -1,0 +1,213 @@
+"""Run a suite's cells: skip finished ones, isolate failures, record everything in the store.
+
+A cell that raises is recorded as failed (or diverged, for a non-finite loss) with its reason and
+traceback in its log, and the suite goes on. Results are written atomically and `metrics.json`
+last, so killing the process loses at most the running cell.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import subprocess
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bench import tasks as T
+from bench.data import TaskSet, load_taskset
+from bench.grid import Cell, code_version
+from bench.models import BACKBONES, BackboneContext, count_params
+from bench.store import Store
+from bench.strategies import STRATEGIES
+from bench.trainer import Diverged, Trainer
+
+STATS_SAMPLE = 2048  # train images a backbone may see for data-dependent statistics
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fastest kernels; determinism is promised on CPU only
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def run_cells(cells: list[Cell], store: Store, device: torch.device, *, force: bool = False,
+              console: Console | None = None) -> RunSummary:
+    """Run every cell not already finished with the same key; never raise for a cell's failure."""
+    console = console or Console(stderr=True)
+    summary, datasets, t0 = RunSummary(), DataCache(device), time.perf_counter()
+    with _progress(console) as progress:
+        suite_bar = progress.add_task("suite", total=len(cells))
+        for cell in cells:
+            if not force and store.is_done(cell.name, cell.key):
+                summary.cached.append(cell.name)
+            else:
+                status = run_cell(cell, store, device, datasets, progress)
+                (summary.done if status == "done" else summary.failed).append(cell.name)
+                metrics = store.metrics(cell.name) or {}
+                console.log(f"{cell.name}: {status}" + (f" ({metrics.get('reason')})" if status != "done" else ""))
+            progress.update(suite_bar, advance=1, description=_suite_text(summary, len(cells)))
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _suite_text(s: RunSummary, total: int) -> str:
+    left = total - len(s.done) - len(s.cached) - len(s.failed)
+    return f"suite: {len(s.done)} done, {len(s.cached)} cached, {len(s.failed)} failed, {left} left"
+
+
+class DataCache:
+    """Each dataset config is loaded once per run and kept on the device; load errors are kept too."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._items: dict[str, TaskSet | Exception] = {}
+
+    def get(self, cfg) -> TaskSet:
+        key = json.dumps(asdict(cfg), sort_keys=True, default=list)
+        if key not in self._items:
+            try:
+                self._items[key] = load_taskset(cfg).to(self.device)
+            except Exception as err:  # recorded for every cell of this dataset, then re-raised
+                self._items[key] = err
+        item = self._items[key]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def run_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache,
+             progress: Progress | None = None) -> str:
+    """Train and record one cell; return its status (done | failed | diverged)."""
+    name = cell.name
+    store.reset(name)
+    store.write_config(name, {"key": cell.key, "cell": name, **cell.resolved(), "provenance": provenance(device)})
+    bar = progress.add_task(f"  {name}", total=cell.train.epochs) if progress else None
+    t0 = time.perf_counter()
+    try:
+        metrics = _train_cell(cell, store, device, datasets, progress, bar)
+        status, extra = "done", metrics
+    except Exception as err:  # a cell's failure must never take the suite down
+        status = "diverged" if isinstance(err, Diverged) else "failed"
+        extra = {"reason": f"{type(err).__name__}: {err}"}
+        store.append_log(name, traceback.format_exc())
+    finally:
+        if progress is not None:
+            progress.remove_task(bar)
+    record = {"status": status, "key": cell.key, "cell": name, **_identity(cell),
+              "wall_seconds": time.perf_counter() - t0, **extra}
+    store.write_metrics(name, record)
+    return status
+
+
+def _identity(cell: Cell) -> dict:
+    return {"dataset": cell.dataset.name, "strategy": cell.strategy.id, "strategy_name": cell.strategy.name,
+            "tasks": list(cell.tasks), "seed": cell.seed}
+
+
+def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache, progress, bar) -> dict:
+    data = datasets.get(cell.dataset)
+    specs = {t: data.specs[t] for t in cell.tasks}
+    seed_everything(cell.seed)
+    strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
+    make_backbone = backbone_factory(cell, data, device)
+    model = strategy.build(specs, make_backbone).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def on_epoch(row: dict) -> None:
+        store.append_log(cell.name, json.dumps(row))
+        if progress is not None:
+            progress.update(bar, completed=row["epoch"], description=f"  {cell.name} " + _epoch_text(row))
+
+    trainer = Trainer(cell.train, device, cell.seed, on_epoch)
+    result = strategy.fit(model, data, specs, trainer)
+    store.write_history(cell.name, result.history)
+    preds = trainer.predict(model, data, data.test, specs)
+    arrays = {}
+    test = {}
+    for t, p in preds.items():
+        pred, target = p.cpu().numpy(), data.test.y[t].cpu().numpy()
+        test[t] = T.metrics(specs[t], pred, target)
+        arrays[f"pred__{t}"] = pred.astype(np.float16)
+        arrays[f"target__{t}"] = target
+    store.write_predictions(cell.name, arrays)
+    return {
+        "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch,
+        "params": count_params(model), "train_seconds": result.train_seconds,
+        "images_per_second": result.images / max(result.train_seconds, 1e-9),
+        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "notes": data.notes, "extra": result.extra,
+        "specs": {t: asdict(s) for t, s in specs.items()},
+    }
+
+
+def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):
+    build = BACKBONES.get(cell.backbone.name)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.train), generator=gen)[:STATS_SAMPLE].to(data.train.x.device)
+    x = data.train.x[idx].float().div(255)
+    mean = torch.tensor(data.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=x.device).view(1, -1, 1, 1)
+    ctx = BackboneContext(in_channels=data.in_channels, image_size=data.image_size, sample=(x - mean) / std)
+    return lambda: build(ctx, **cell.backbone.params)
+
+
+def _epoch_text(row: dict) -> str:
+    vals = [f"{k[4:]}={v:.3f}" for k, v in row.items() if k.startswith("val_") and k.endswith(("accuracy", "mae"))]
+    return f"epoch {row['epoch']} loss={row['train_loss']:.3f} " + " ".join(vals)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def provenance(device: torch.device) -> dict:
+    import torchvision
+
+    return {
+        "code_version": code_version(), "git_commit": _git_commit(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "cuda": torch.version.cuda if device.type == "cuda" else None, "host": platform.node(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bench"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None

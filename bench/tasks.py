@@ -1,0 +1,107 @@
+"""What a task is (TaskSpec) and everything that dispatches on its kind: outputs, losses, metrics.
+
+A new task kind touches only this module. Kinds:
+- multiclass: `classes` logits, cross-entropy, accuracy + macro F1 (primary: accuracy).
+- binary: one logit, binary cross-entropy, accuracy + macro F1 (primary: accuracy).
+- regression: `dim` outputs, MSE, MAE + RMSE (primary: MAE, lower is better).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+KINDS = ("multiclass", "binary", "regression")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    name: str
+    kind: str
+    classes: int = 0  # multiclass / binary: number of classes (binary: 2)
+    dim: int = 1  # regression: number of outputs
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name}: unknown kind {self.kind!r}; valid: {', '.join(KINDS)}")
+
+    @property
+    def out_dim(self) -> int:
+        return {"multiclass": self.classes, "binary": 1, "regression": self.dim}[self.kind]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind != "regression"
+
+    @property
+    def primary(self) -> str:
+        return "accuracy" if self.is_classification else "mae"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.is_classification
+
+    def label(self, i: int) -> str:
+        return self.class_names[i] if i < len(self.class_names) else str(i)
+
+
+def loss(spec: TaskSpec, out: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean loss of one task. out: (B, out_dim) float; target: (B,) int64 or (B, dim) float."""
+    out = out.float()
+    if spec.kind == "multiclass":
+        return F.cross_entropy(out, target, label_smoothing=label_smoothing)
+    if spec.kind == "binary":
+        t = target.float()
+        if label_smoothing:
+            t = t * (1 - label_smoothing) + 0.5 * label_smoothing
+        return F.binary_cross_entropy_with_logits(out.squeeze(1), t)
+    return F.mse_loss(out, target.float().view_as(out))
+
+
+def to_prediction(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
+    """Model output -> what is stored and averaged by ensembles: class probabilities or values."""
+    out = out.float()
+    if spec.kind == "multiclass":
+        return out.softmax(1)
+    if spec.kind == "binary":
+        p = out.squeeze(1).sigmoid()
+        return torch.stack([1 - p, p], 1)
+    return out
+
+
+def metrics(spec: TaskSpec, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Metrics from stored predictions (probabilities (N, C) or values (N, dim)) and targets."""
+    if spec.is_classification:
+        return classification_metrics(pred.argmax(1), target, spec.classes)
+    err = pred.reshape(len(pred), -1) - target.reshape(len(target), -1)
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+
+
+def confusion(y_pred: np.ndarray, y_true: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, classes) counts; rows are true classes, columns predicted."""
+    return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
+
+
+def classification_metrics(y_pred: np.ndarray, y_true: np.ndarray, classes: int) -> dict[str, float]:
+    """Accuracy plus macro / weighted precision, recall and F1 over the classes present in y_true."""
+    cm = confusion(y_pred, y_true, classes).astype(float)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    weights = support / support.sum()
+    out = {"accuracy": float(tp.sum() / cm.sum())}
+    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        out[f"macro_{name}"] = float(values[present].mean())
+        out[f"weighted_{name}"] = float((values * weights).sum())
+    return out
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in ("mae", "rmse", "loss")

@@ -1,0 +1,221 @@
+"""The one training loop. Knows nothing of any dataset, model or strategy by name.
+
+Data stays on the device as uint8; each step slices a batch by index, augments it on the device
+(random crop with padding, horizontal flip), normalises, and runs under bf16 autocast with
+channels_last on CUDA (plain float32 on CPU). The best epoch is chosen on validation; its weights
+are restored before the test set is predicted once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench import tasks as T
+from bench.config import TrainConfig
+from bench.data import Split, TaskSet
+from bench.tasks import TaskSpec
+
+ExtraLoss = Callable[[nn.Module, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+EpochCallback = Callable[[dict], None]
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int
+    val_metrics: dict[str, dict[str, float]]  # task -> metric -> value, at the best epoch
+    train_seconds: float = 0.0  # time in training steps only (no evaluation)
+    images: int = 0  # training images processed
+    extra: dict = field(default_factory=dict)  # strategy-specific results (e.g. R matrices)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, device: torch.device, seed: int, on_epoch: EpochCallback | None = None):
+        self.cfg = cfg
+        self.device = device
+        self.seed = seed
+        self.on_epoch = on_epoch or (lambda row: None)
+        self.cuda = device.type == "cuda"
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    # ---- public API -------------------------------------------------------------------------
+    def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
+            train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
+            lr_factors: dict[str, float] | None = None, stage: str = "") -> FitResult:
+        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`."""
+        cfg, train = self.cfg, train if train is not None else data.train
+        epochs = epochs or cfg.epochs
+        steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
+        opt = self._optimizer(model, lr_factors or {})
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(epochs * steps_per_epoch, steps_per_epoch))
+        norm = self._normaliser(data)
+        best, history, train_seconds = None, [], 0.0
+        for epoch in range(1, epochs + 1):
+            t0 = self._now()
+            sums = self._train_epoch(model, train, specs, data, norm, opt, sched, steps_per_epoch, extra_loss)
+            train_seconds += self._now() - t0
+            row = self._epoch_row(epoch, stage, list(specs), sums, steps_per_epoch, opt)
+            val = self.evaluate(model, data, data.val, specs)
+            row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
+            row["val_loss"] = sum(self._weight(t) * val[t]["loss"] for t in specs)
+            history.append(row)
+            self.on_epoch(row)
+            score = self._selection_score(row, specs)
+            if best is None or score > best[0]:
+                best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        model.load_state_dict(best[3])
+        return FitResult(history=history, best_epoch=best[1], val_metrics=best[2],
+                         train_seconds=train_seconds, images=epochs * steps_per_epoch * cfg.batch_size)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, data: TaskSet, split: Split, specs: dict[str, TaskSpec]) -> dict[str, torch.Tensor]:
+        """Predictions (probabilities or values, float32 on the device) for every item of `split`."""
+        outs = self._outputs(model, data, split, specs)
+        return {t: T.to_prediction(specs[t], o) for t, o in outs.items()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: TaskSet, split: Split, specs: dict[str, TaskSpec]) -> dict[str, dict[str, float]]:
+        """Per task: its metrics plus the mean loss on `split`."""
+        outs = self._outputs(model, data, split, specs)
+        result = {}
+        for t, o in outs.items():
+            y = split.y[t]
+            pred = T.to_prediction(specs[t], o).cpu().numpy()
+            result[t] = T.metrics(specs[t], pred, y.cpu().numpy())
+            result[t]["loss"] = float(T.loss(specs[t], o, y))
+        return result
+
+    # ---- the hot loop -----------------------------------------------------------------------
+    def _train_epoch(self, model, train, specs, data, norm, opt, sched, steps, extra_loss) -> torch.Tensor:
+        model.train()
+        cfg, tasks = self.cfg, list(specs)
+        perm = torch.randperm(len(train), device=self.device, generator=self.gen)
+        sums = torch.zeros(len(tasks) + 2, device=self.device)  # per-task losses, extra, total
+        for step in range(steps):
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = self._augment(train.x[idx], {t: train.y[t][idx] for t in tasks}, data)
+            with self._autocast():
+                out = model(norm(x))
+            parts = torch.stack([T.loss(specs[t], out[t], y[t], cfg.label_smoothing) for t in tasks])
+            extra = extra_loss(model, norm(x), out) if extra_loss else parts.new_zeros(())
+            total = (parts * self._weights(tasks)).sum() + extra
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            sched.step()
+            sums += torch.cat([parts.detach(), extra.detach().view(1), total.detach().view(1)])
+        sums = sums.cpu()
+        if not torch.isfinite(sums).all():
+            raise Diverged(f"training loss is not finite ({sums[-1].item()}) in this epoch")
+        return sums
+
+    def _augment(self, x: torch.Tensor, y: dict[str, torch.Tensor], data: TaskSet):
+        cfg = self.cfg
+        if cfg.crop_pad:
+            x = random_crop(x, cfg.crop_pad, self.gen)
+        if cfg.flip:
+            mask = torch.rand(len(x), device=x.device, generator=self.gen) < 0.5
+            if data.flip is not None:
+                x, y = data.flip(x, y, mask)
+            else:
+                x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        return x, y
+
+    def _normaliser(self, data: TaskSet) -> Callable[[torch.Tensor], torch.Tensor]:
+        mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1) * 255
+        inv_std = 1 / (torch.tensor(data.std, device=self.device).view(1, -1, 1, 1) * 255)
+        fmt = torch.channels_last if self.cuda else torch.contiguous_format
+
+        def norm(x: torch.Tensor) -> torch.Tensor:
+            return ((x.float() - mean) * inv_std).contiguous(memory_format=fmt)
+
+        return norm
+
+    def _outputs(self, model, data, split, specs) -> dict[str, torch.Tensor]:
+        model.eval()
+        norm, bs = self._normaliser(data), self.cfg.eval_batch_size
+        chunks: dict[str, list[torch.Tensor]] = {t: [] for t in specs}
+        for i in range(0, len(split), bs):
+            with self._autocast():
+                out = model(norm(split.x[i:i + bs]))
+            for t in specs:
+                chunks[t].append(out[t].float())
+        return {t: torch.cat(c) for t, c in chunks.items()}
+
+    # ---- settings ---------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
+
+    def _weight(self, task: str) -> float:
+        return float(self.cfg.loss_weights.get(task, 1.0))
+
+    def _weights(self, tasks: list[str]) -> torch.Tensor:
+        return torch.tensor([self._weight(t) for t in tasks], device=self.device)
+
+    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float]) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        groups = [{"params": ps, "lr": cfg.lr * lr_factors.get(name, 1.0), "name": name}
+                  for name, ps in model.param_groups().items() if ps and lr_factors.get(name, 1.0) > 0]
+        kw = {"fused": True} if self.cuda else {"foreach": False}
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                                   weight_decay=cfg.weight_decay, **kw)
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+
+    def _schedule(self, total: int, per_epoch: int) -> Callable[[int], float]:
+        cfg = self.cfg
+        warm = max(1, int(cfg.warmup_epochs * per_epoch)) if cfg.warmup_epochs > 0 else 0
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if cfg.schedule == "constant":
+                return 1.0
+            progress = (step - warm) / max(1, total - warm)
+            if cfg.schedule == "cosine":
+                return 0.5 * (1 + math.cos(math.pi * progress))
+            return max(0.0, 1 - progress)
+
+        return factor
+
+    def _epoch_row(self, epoch: int, stage: str, tasks: list[str], sums: torch.Tensor, steps: int, opt) -> dict:
+        row = {"stage": stage, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+        names = [f"train_loss_{t}" for t in tasks] + ["train_loss_extra", "train_loss"]
+        row.update({n: float(v) / steps for n, v in zip(names, sums.tolist())})
+        return row
+
+    def _selection_score(self, row: dict, specs: dict[str, TaskSpec]) -> float:
+        if self.cfg.select == "loss":
+            return -row["val_loss"]
+        return float(np.mean([row[f"val_{t}_{s.primary}"] * (1 if s.higher_is_better else -1)
+                              for t, s in specs.items()]))
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Per-image random crop of a zero-padded batch back to its size. x: (B, C, H, W)."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
