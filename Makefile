@@ -33,3 +33,6 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@
+
+perf: $(SETUP)
+	$(PYTHON) -m bench perf $(SUITE) $(ARGS)

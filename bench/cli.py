@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -39,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return _run(suite, cells, args, console)
+    if args.command == "perf":
+        from bench.perf import perf
+
+        rows = perf(cells, args.epochs, args.device)
+        return 1 if any(r["status"] != "done" for r in rows) else 0
     return _report(suite, args, console)
 
 
@@ -76,14 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("validate", "check a suite without running it"),
                        ("run", "train every cell not yet finished, then write the report"),
-                       ("report", "write reports/<suite>.md from the results store")):
+                       ("report", "write reports/<suite>.md from the results store"),
+                       ("perf", "measure training throughput of each distinct cell (no store, no report)")):
         s = sub.add_parser(name, help=text)
         s.add_argument("suite", help="suite name in suites/ or path to a YAML file")
         s.add_argument("--results", default="results", help="results store root (default: results)")
         s.add_argument("--reports", default="reports", help="reports root (default: reports)")
+        if name in ("run", "perf"):
+            s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        if name == "perf":
+            s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
         if name == "run":
             s.add_argument("--force", action="store_true", help="rerun cells that are already finished")
-            s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
             s.add_argument("--no-report", action="store_true", help="skip writing the report")
     return p
 

@@ -36,6 +36,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight; missing = 1.0
     crop_pad: int = 4  # random-crop padding in pixels; 0 disables the crop
     flip: bool = True  # random horizontal flip (datasets may make it label-aware)
+    tta_flip: bool = False  # average outputs over the image and its mirror at evaluation (not for label-aware flips)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
     eval_batch_size: int = 2048
 

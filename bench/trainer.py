@@ -60,12 +60,16 @@ class Trainer:
         opt = self._optimizer(model, lr_factors or {})
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(epochs * steps_per_epoch, steps_per_epoch))
         norm = self._normaliser(data)
+        weights = torch.tensor([self._weight(t) for t in specs], device=self.device)
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
-            sums = self._train_epoch(model, train, specs, data, norm, opt, sched, steps_per_epoch, extra_loss)
-            train_seconds += self._now() - t0
+            sums = self._train_epoch(model, train, specs, data, norm, opt, sched, steps_per_epoch, extra_loss, weights)
+            seconds = self._now() - t0
+            train_seconds += seconds
             row = self._epoch_row(epoch, stage, list(specs), sums, steps_per_epoch, opt)
+            row["train_seconds"] = seconds
+            row["images_per_second"] = steps_per_epoch * cfg.batch_size / seconds
             val = self.evaluate(model, data, data.val, specs)
             row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
             row["val_loss"] = sum(self._weight(t) * val[t]["loss"] for t in specs)
@@ -97,7 +101,7 @@ class Trainer:
         return result
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, data, norm, opt, sched, steps, extra_loss) -> torch.Tensor:
+    def _train_epoch(self, model, train, specs, data, norm, opt, sched, steps, extra_loss, weights) -> torch.Tensor:
         model.train()
         cfg, tasks = self.cfg, list(specs)
         perm = torch.randperm(len(train), device=self.device, generator=self.gen)
@@ -109,7 +113,7 @@ class Trainer:
                 out = model(norm(x))
             parts = torch.stack([T.loss(specs[t], out[t], y[t], cfg.label_smoothing) for t in tasks])
             extra = extra_loss(model, norm(x), out) if extra_loss else parts.new_zeros(())
-            total = (parts * self._weights(tasks)).sum() + extra
+            total = (parts * weights).sum() + extra
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -146,9 +150,14 @@ class Trainer:
         model.eval()
         norm, bs = self._normaliser(data), self.cfg.eval_batch_size
         chunks: dict[str, list[torch.Tensor]] = {t: [] for t in specs}
+        tta = self.cfg.tta_flip and data.flip is None  # a label-aware flip changes labels: no TTA
         for i in range(0, len(split), bs):
+            x = split.x[i:i + bs]
             with self._autocast():
-                out = model(norm(split.x[i:i + bs]))
+                out = model(norm(x))
+                if tta:
+                    mirrored = model(norm(x.flip(3)))
+                    out = {t: (o.float() + mirrored[t].float()) / 2 for t, o in out.items()}
             for t in specs:
                 chunks[t].append(out[t].float())
         return {t: torch.cat(c) for t, c in chunks.items()}
@@ -159,9 +168,6 @@ class Trainer:
 
     def _weight(self, task: str) -> float:
         return float(self.cfg.loss_weights.get(task, 1.0))
-
-    def _weights(self, tasks: list[str]) -> torch.Tensor:
-        return torch.tensor([self._weight(t) for t in tasks], device=self.device)
 
     def _optimizer(self, model: nn.Module, lr_factors: dict[str, float]) -> torch.optim.Optimizer:
         cfg = self.cfg
