@@ -22,6 +22,7 @@ from bench.config import TrainConfig
 from bench.data import Split, TaskSet
 from bench.tasks import TaskSpec
 
+AUGMENT_CHUNK = 16384  # images augmented per call: bounds the crop's index tensors
 ExtraLoss = Callable[[nn.Module, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 EpochCallback = Callable[[dict], None]
 
@@ -103,16 +104,18 @@ class Trainer:
     # ---- the hot loop -----------------------------------------------------------------------
     def _train_epoch(self, model, train, specs, data, norm, opt, sched, steps, extra_loss, weights) -> torch.Tensor:
         model.train()
-        cfg, tasks = self.cfg, list(specs)
-        perm = torch.randperm(len(train), device=self.device, generator=self.gen)
+        cfg, tasks, bs = self.cfg, list(specs), self.cfg.batch_size
+        # Augment and normalise the whole epoch up front: a few large kernels instead of many
+        # small ones per step; a step is then a slice, forward/backward and the update.
+        x, y = self._epoch_batches(train, tasks, data, norm, steps * bs)
         sums = torch.zeros(len(tasks) + 2, device=self.device)  # per-task losses, extra, total
         for step in range(steps):
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = self._augment(train.x[idx], {t: train.y[t][idx] for t in tasks}, data)
+            xb = x[step * bs:(step + 1) * bs]
+            yb = {t: v[step * bs:(step + 1) * bs] for t, v in y.items()}
             with self._autocast():
-                out = model(norm(x))
-            parts = torch.stack([T.loss(specs[t], out[t], y[t], cfg.label_smoothing) for t in tasks])
-            extra = extra_loss(model, norm(x), out) if extra_loss else parts.new_zeros(())
+                out = model(xb)
+            parts = torch.stack([T.loss(specs[t], out[t], yb[t], cfg.label_smoothing) for t in tasks])
+            extra = extra_loss(model, xb, out) if extra_loss else parts.new_zeros(())
             total = (parts * weights).sum() + extra
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -123,6 +126,17 @@ class Trainer:
         if not torch.isfinite(sums).all():
             raise Diverged(f"training loss is not finite ({sums[-1].item()}) in this epoch")
         return sums
+
+    def _epoch_batches(self, train: Split, tasks: list[str], data: TaskSet, norm, n: int):
+        """A shuffled, augmented, normalised epoch of n images: (n, C, H, W) and per-task targets."""
+        perm = torch.randperm(len(train), device=self.device, generator=self.gen)[:n]
+        xs, ys = [], {t: [] for t in tasks}
+        for chunk in perm.split(AUGMENT_CHUNK):
+            x, y = self._augment(train.x[chunk], {t: train.y[t][chunk] for t in tasks}, data)
+            xs.append(norm(x))
+            for t in tasks:
+                ys[t].append(y[t])
+        return torch.cat(xs), {t: torch.cat(v) for t, v in ys.items()}
 
     def _augment(self, x: torch.Tensor, y: dict[str, torch.Tensor], data: TaskSet):
         cfg = self.cfg
@@ -140,9 +154,10 @@ class Trainer:
         mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1) * 255
         inv_std = 1 / (torch.tensor(data.std, device=self.device).view(1, -1, 1, 1) * 255)
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
+        dtype = torch.bfloat16 if self.cuda else torch.float32  # autocast casts to bf16 anyway
 
         def norm(x: torch.Tensor) -> torch.Tensor:
-            return ((x.float() - mean) * inv_std).contiguous(memory_format=fmt)
+            return ((x.float() - mean) * inv_std).to(dtype).contiguous(memory_format=fmt)
 
         return norm
 

@@ -8,7 +8,9 @@ caches the uint8 tensors; with `download: true` and nothing found, uses torchvis
 
 from __future__ import annotations
 
+import gzip
 import io
+import warnings
 import os
 import pickle
 import tarfile
@@ -110,17 +112,20 @@ def _from_batches(read) -> dict[str, torch.Tensor]:
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
-def _image_files(source: Path) -> dict[tuple[str, int, str], bytes]:
-    """(split, class index, file name) -> JPEG/PNG bytes, from a folder tree or a .tar.gz of one."""
+def _image_files(source: Path) -> dict[tuple[str, int, str], torch.Tensor]:
+    """(split, class index, file name) -> encoded image bytes (uint8), from a folder tree or a .tar.gz."""
     files = {}
     if source.is_dir():
         for path in source.glob("*/*/*"):
-            _add(files, path.relative_to(source).parts, path.read_bytes)
+            _add(files, path.relative_to(source).parts, lambda p=path: bytearray(p.read_bytes()))
     else:
-        with tarfile.open(source) as tar:
+        # Decompress once and slice members out of the buffer: ~4x faster than extractfile() per member.
+        data = bytearray(gzip.decompress(source.read_bytes()))
+        view = memoryview(data)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for m in tar:
                 if m.isfile():
-                    _add(files, Path(m.name).parts, tar.extractfile(m).read)
+                    _add(files, Path(m.name).parts, lambda m=m: view[m.offset_data:m.offset_data + m.size])
     if not files:
         raise FileNotFoundError(f"{source}: no train/<class>/*.jpg or test/<class>/*.jpg images inside")
     return files
@@ -129,20 +134,25 @@ def _image_files(source: Path) -> dict[tuple[str, int, str], bytes]:
 def _add(files: dict, parts: tuple[str, ...], read) -> None:
     parts = parts[-3:]  # tolerate one wrapping folder
     if len(parts) == 3 and parts[0] in ("train", "test") and parts[1] in CLASSES:
-        files[(parts[0], CLASSES.index(parts[1]), parts[2])] = read()
+        files[(parts[0], CLASSES.index(parts[1]), parts[2])] = torch.frombuffer(read(), dtype=torch.uint8)
 
 
-def _from_image_files(files: dict[tuple[str, int, str], bytes]) -> dict[str, torch.Tensor]:
+def _from_image_files(files: dict[tuple[str, int, str], torch.Tensor]) -> dict[str, torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_image
 
-    def decode_one(data: bytes) -> torch.Tensor:  # libjpeg-turbo; releases the GIL
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    def decode_chunk(chunk: list[torch.Tensor]) -> list[torch.Tensor]:  # libjpeg-turbo; releases the GIL
+        return [decode_image(b, mode=ImageReadMode.RGB) for b in chunk]
 
-    out = {}
+    out, workers = {}, os.cpu_count() or 1
+    # torchvision >= 0.29 flags its decoders as deprecated in favour of torchcodec; they still work,
+    # and one extra dependency for 32x32 JPEGs is not worth it. Revisit when they are removed.
+    warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
     for split in ("train", "test"):
         keys = sorted(k for k in files if k[0] == split)
-        with ThreadPoolExecutor(os.cpu_count()) as pool:
-            images = list(pool.map(decode_one, (files[k] for k in keys), chunksize=512))
+        blobs = [files[k] for k in keys]
+        chunks = [blobs[i:i + 1024] for i in range(0, len(blobs), 1024)]
+        with ThreadPoolExecutor(workers) as pool:
+            images = [im for chunk in pool.map(decode_chunk, chunks) for im in chunk]
         out[f"{split}_x"] = torch.stack(images)  # (N, 3, H, W) uint8
         out[f"{split}_y"] = torch.tensor([k[1] for k in keys], dtype=torch.long)
     return out
