@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench.config import SuiteError, load_suite, resolve_suite_path
 
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
         cells = expand(suite)
     except SuiteError as err:
-        console.print(f"[red]invalid suite[/red]: {err}", markup=True, highlight=False)
+        # escape: messages quote types like dict[str, float], which rich would take for markup
+        console.print(f"[red]invalid suite[/red]: {escape(str(err))}", highlight=False)
         return 2
     if args.command == "validate":
         console.print(f"{suite.path}: ok, {len(cells)} cells")

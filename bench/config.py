@@ -207,7 +207,7 @@ def _plugin(raw: Any, where: str, registry: Registry) -> PluginConfig:
 def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
     raw = _mapping(raw, "datasets")
     if not raw:
-        raise ValueError("datasets: empty; the grid needs at least one dataset")
+        raise ValueError(f"datasets: empty; the grid needs at least one of: {', '.join(registry.names())}")
     out = []
     for name, body in raw.items():
         where = f"datasets.{name}"

@@ -83,11 +83,14 @@ def _matches(value: Any, hint: Any) -> bool:
             _matches(v, args[0]) for v in value
         ) if args else isinstance(value, (list, tuple))
     if origin is dict:
-        return isinstance(value, dict)
+        key, val = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, val) for k, v in value.items())
     if isinstance(hint, type):
         return isinstance(value, hint)
     return True
 
 
 def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")  # dict[str, float], not just dict

@@ -65,7 +65,8 @@ def run_cells(cells: list[Cell], store: Store, device: torch.device, *, force: b
                 status = run_cell(cell, store, device, datasets, progress)
                 (summary.done if status == "done" else summary.failed).append(cell.name)
                 metrics = store.metrics(cell.name) or {}
-                console.log(f"{cell.name}: {status}" + (f" ({metrics.get('reason')})" if status != "done" else ""))
+                console.log(f"{cell.name}: {status}" + (f" ({metrics.get('reason')})" if status != "done" else ""),
+                            markup=False)  # exception text, not markup: rich would drop a [bracketed] word
             progress.update(suite_bar, advance=1, description=_suite_text(summary, len(cells)))
     summary.wall_seconds = time.perf_counter() - t0
     return summary

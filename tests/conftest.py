@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny suites written to tmp dirs, an isolated data cache, and one session-wide
+run of the smoke suite (shrunk to seconds on CPU) that several tests inspect."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bench import cli
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = REPO / "suites"
+
+# A synthetic dataset small enough that a cell trains in well under a second on CPU:
+# 8x8 images (three 2x2 pools leave 1x1), 32 train + 16 validation images, 32 test images.
+TINY_DATA = {"tasks": ["quadrant", "top", "brightness"], "val_size": 16,
+             "options": {"n_train": 48, "n_test": 32, "image_size": 8}}
+TINY_TRAIN = {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001, "weight_decay": 0.0,
+              "warmup_epochs": 0, "crop_pad": 1}
+TINY_BACKBONE = {"name": "alexnet_cifar", "width": 16}
+
+
+def pytest_configure(config):
+    # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    # barriers made a (4, 3, 16, 16) convolution ~100x slower (measured); one thread keeps tests quick.
+    torch.set_num_threads(1)
+
+
+def shrink(raw: dict) -> dict:
+    """The same suite (datasets, tasks, strategies, seeds) on tiny synthetic data and a narrow trunk."""
+    raw = dict(raw, backbone=dict(TINY_BACKBONE), train={**raw.get("train", {}), **TINY_TRAIN, "epochs": 2})
+    raw["datasets"] = {name: {**body, **{k: v for k, v in TINY_DATA.items() if k != "tasks"}}
+                       for name, body in raw["datasets"].items()}
+    return raw
+
+
+@pytest.fixture
+def tiny_suite():
+    """tiny_suite(**overrides) -> a raw suite dict (as YAML gives) on the tiny synthetic data:
+    hard_share, seed 0, one epoch; top-level keys in `overrides` replace the defaults."""
+
+    def make(**overrides) -> dict:
+        raw = {"name": "tiny", "backbone": TINY_BACKBONE, "datasets": {"synthetic": TINY_DATA},
+               "strategies": ["hard_share"], "seeds": [0], "train": TINY_TRAIN}
+        return copy.deepcopy({**raw, **overrides})  # tests edit nested parts freely
+
+    return make
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """write_suite(raw, name="suite") -> path of a YAML file holding `raw` under tmp_path."""
+
+    def write(raw: dict, name: str = "suite") -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # Decoded-dataset caches go to the test's tmp dir, never into a shared data folder.
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """suites/smoke.yaml shrunk to tiny data, run once through `bench run` on CPU.
+
+    Returns a dict: suite (path), results, reports (roots), code (the CLI's exit status).
+    """
+    root = tmp_path_factory.mktemp("smoke")
+    suite = root / "smoke.yaml"
+    suite.write_text(yaml.safe_dump(shrink(yaml.safe_load((SUITES / "smoke.yaml").read_text()))))
+    results, reports = root / "results", root / "reports"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_CACHE_DIR", str(root / "cache"))
+        code = cli.main(["run", str(suite), "--results", str(results), "--reports", str(reports),
+                         "--device", "cpu"])
+    return {"suite": suite, "results": results, "reports": reports, "code": code}

@@ -1,0 +1,110 @@
+"""Models through the registries: parameter counts of the CIFAR setups, and every backbone x strategy
+forward and backward on tiny CPU tensors with tasks of every kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import tasks as T
+from bench.models import BACKBONES, BackboneContext, count_params
+from bench.registry import declared_params
+from bench.strategies import STRATEGIES, Strategy
+from bench.tasks import TaskSpec
+
+CIFAR = {
+    "class10": TaskSpec(name="class10", kind="multiclass", classes=10),
+    "animal": TaskSpec(name="animal", kind="binary", classes=2),
+}
+
+
+def _cifar_params(strategy: str, tasks: tuple[str, ...]) -> int:
+    ctx = BackboneContext(in_channels=3, image_size=32)
+    model = STRATEGIES.get(strategy)().build({t: CIFAR[t] for t in tasks},
+                                             lambda: BACKBONES.get("alexnet_cifar")(ctx))
+    return count_params(model)
+
+
+@pytest.mark.parametrize("strategy, tasks, expected", [
+    ("stl", ("class10",), 7_506_762),
+    ("stl", ("animal",), 7_497_537),
+    ("hard_share", ("class10", "animal"), 7_507_787),
+    ("cross_stitch", ("class10", "animal"), 15_004_307),
+])
+def test_cifar_parameter_counts(strategy, tasks, expected):
+    # alexnet_cifar at 32x32: convs 2,251,584 + trunk 5,244,928 (4096 -> 1024 -> 1024) = 7,496,512;
+    # heads 10,250 (class10) and 1,025 (animal); cross-stitch: two columns, heads, 2 units x 2x2 alphas.
+    assert _cifar_params(strategy, tasks) == expected
+
+
+# One task of every kind, with out_dim > 1 where the kind allows, so a transposed output would show.
+SPECS = {
+    "multiclass": TaskSpec(name="mc", kind="multiclass", classes=5),
+    "binary": TaskSpec(name="bin", kind="binary", classes=2),
+    "regression": TaskSpec(name="reg", kind="regression", dim=2),
+}
+TINY_PARAMS = {"width": 64}  # applied where a backbone declares the parameter
+BATCH, SIZE = 4, 32
+
+
+def test_specs_cover_every_task_kind():
+    assert set(SPECS) == set(T.KINDS)
+
+
+def _builds_a_model(strategy: Strategy) -> bool:
+    # Strategies that only combine other cells' results (an ensemble, say) keep the base build.
+    return type(strategy).build is not Strategy.build
+
+
+def _targets(specs: dict[str, TaskSpec], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {}
+    for t, s in specs.items():
+        if s.kind == "regression":
+            out[t] = torch.rand(BATCH, s.dim, generator=gen)
+        else:
+            out[t] = torch.randint(0, s.classes, (BATCH,), generator=gen)
+    return out
+
+
+@pytest.mark.parametrize("strategy_name", STRATEGIES.names())
+@pytest.mark.parametrize("backbone_name", BACKBONES.names())
+def test_forward_backward_every_backbone_and_strategy(backbone_name, strategy_name):
+    strategy = STRATEGIES.get(strategy_name)()
+    if not _builds_a_model(strategy):
+        pytest.skip(f"{strategy_name} builds no model of its own (it keeps Strategy.build)")
+    gen = torch.Generator().manual_seed(0)
+    build = BACKBONES.get(backbone_name)
+    params = {k: v for k, v in TINY_PARAMS.items() if k in declared_params(build)}
+    ctx = BackboneContext(in_channels=3, image_size=SIZE, sample=torch.randn(16, 3, SIZE, SIZE, generator=gen))
+    specs = {s.name: s for s in SPECS.values()}
+    torch.manual_seed(0)
+    for tasks in strategy.cell_tasks(tuple(specs)):  # STL: one model per task
+        cell_specs = {t: specs[t] for t in tasks}
+        model = strategy.build(cell_specs, lambda: build(ctx, **params))
+        _check_forward_backward(model, cell_specs, gen)
+        _check_param_groups(model)
+
+
+def _check_forward_backward(model: torch.nn.Module, specs: dict[str, TaskSpec], gen: torch.Generator) -> None:
+    model.train()
+    out = model(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen))
+    assert set(out) == set(specs)
+    for t, s in specs.items():
+        assert out[t].shape == (BATCH, s.out_dim), t
+        assert torch.isfinite(out[t]).all(), t
+    y = _targets(specs, gen)
+    sum(T.loss(s, out[t], y[t]) for t, s in specs.items()).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"Some parameters are missing gradients: {missing}"
+    bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not bad, f"Some gradients are not finite: {bad}"
+
+
+def _check_param_groups(model: torch.nn.Module) -> None:
+    # The trainer builds its optimizer from param_groups(): a parameter left out would never train.
+    grouped = [id(p) for ps in model.param_groups().values() for p in ps]
+    assert len(grouped) == len(set(grouped)), "a parameter is in two groups"
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    left_out = sorted(n for i, n in names.items() if i not in set(grouped))
+    assert not left_out, f"Parameters in no param group: {left_out}"
