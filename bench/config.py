@@ -129,6 +129,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
     backbone = _plugin(raw.get("backbone", "alexnet_cifar"), "backbone", BACKBONES)
     datasets = _datasets(raw["datasets"], DATASETS)
     strategies = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
+    _check_members(strategies, STRATEGIES)
     seeds = _seeds(raw["seeds"])
     for st in strategies:
         for ds in datasets:
@@ -259,6 +260,24 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             tasks=tuple(tasks) if tasks else None,
         ))
     return tuple(out)
+
+
+def _check_members(strategies: tuple[StrategyConfig, ...], registry: Registry) -> None:
+    """A combining entry (ensemble) must name a training entry of this suite and distinct seeds."""
+    members = {st.id: registry.get(st.name)(**st.params).members() for st in strategies}
+    trained = [sid for sid, m in members.items() if m is None]
+    for i, st in enumerate(strategies):
+        m, where = members[st.id], f"strategies[{i}]"
+        if m is None:
+            continue
+        if m.of not in trained:
+            raise ValueError(f"{where}.of: {m.of!r} is not a training strategy id of this suite; "
+                             f"valid: {', '.join(trained) or '(none)'}")
+        if not m.seeds or len(set(m.seeds)) != len(m.seeds):
+            raise ValueError(f"{where}.seeds: expected distinct seeds, got {list(m.seeds)}")
+        for key in ("tasks", "backbone", "train"):
+            if getattr(st, key):
+                raise ValueError(f"{where}.{key}: {st.name} trains nothing; set {key} on entry {m.of!r}")
 
 
 def _check_overrides(raw: Any, where: str) -> None:

@@ -4,6 +4,11 @@ datasets x strategies x seeds, where a strategy may split a dataset's tasks into
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
 report label, e.g. `cifar10__stl(task=class10)__seed0`, and a key hashing its fully resolved config
 together with the code version, so a cached result is reused only for the same config and code.
+
+A combining entry (an ensemble) gets one seed-less cell per dataset, named by its parameters and
+member seeds, e.g. `cifar10__ensemble(of=hard_share,seeds=0+1+2)`. Its members (entry `of`'s cells
+for those seeds, added to the grid when a seed is not among the suite's) come before it, and its key
+includes their keys, so it is recomputed whenever a member's config or code changes.
 """
 
 from __future__ import annotations
@@ -24,30 +29,36 @@ class Cell:
     dataset: DatasetConfig
     strategy: StrategyConfig
     tasks: tuple[str, ...]
-    seed: int
+    seed: int | None  # None for a cell combined from members of several seeds
     backbone: PluginConfig
     train: TrainConfig
     split: bool  # the strategy splits the dataset's tasks into several cells (name shows task=)
+    members: tuple[Cell, ...] = ()  # cells whose stored predictions this one combines; () = it trains
 
     @property
     def name(self) -> str:
         params = dict(self.strategy.params)
+        if self.members:
+            params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:
             params["task"] = "+".join(self.tasks)
         elif self.strategy.tasks:
             params["tasks"] = "+".join(self.tasks)
         inner = ",".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
         label = f"{self.strategy.id}({inner})" if inner else self.strategy.id
-        return f"{self.dataset.name}__{label}__seed{self.seed}"
+        return f"{self.dataset.name}__{label}" + ("" if self.seed is None else f"__seed{self.seed}")
 
     def resolved(self) -> dict:
         """Everything that determines the result, as plain JSON-able data."""
-        return {
+        out = {
             "suite": self.suite, "dataset": dataclasses.asdict(self.dataset),
             "strategy": dataclasses.asdict(self.strategy), "tasks": list(self.tasks),
             "seed": self.seed, "backbone": dataclasses.asdict(self.backbone),
             "train": dataclasses.asdict(self.train),
         }
+        if self.members:
+            out["members"] = {m.name: m.key for m in self.members}
+        return out
 
     @property
     def key(self) -> str:
@@ -64,27 +75,51 @@ def _short(v) -> str:
 
 
 def expand(suite: Suite) -> list[Cell]:
-    """All cells of a suite, in a stable order (dataset, strategy, seed, task subset)."""
+    """All cells of a suite, in a stable order: per dataset, the trained cells (strategy, seed, task
+    subset; extra member seeds after the suite's), then the combined cells (ensembles)."""
     from bench.strategies import STRATEGIES
 
+    strategies = {st.id: STRATEGIES.get(st.name)(**st.params) for st in suite.strategies}
     cells = []
     for ds in suite.datasets:
+        trained: dict[tuple[str, int], list[Cell]] = {}  # (strategy id, seed) -> its cells
         for st in suite.strategies:
-            strategy = STRATEGIES.get(st.name)(**st.params)
-            subsets = strategy.cell_tasks(st.tasks or ds.tasks)
-            train = merge_train(suite.train, ds.train, st.train)
-            _check_loss_weights(train, ds, suite.path)
-            for seed in suite.seeds:
-                for tasks in subsets:
-                    cells.append(Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=seed,
-                                      backbone=st.backbone or suite.backbone, train=train,
-                                      split=len(subsets) > 1))
+            if strategies[st.id].members() is None:
+                for seed in _seeds(suite, st.id, strategies):
+                    trained[st.id, seed] = _trained_cells(suite, ds, st, strategies[st.id], seed)
+        cells += [c for group in trained.values() for c in group]
+        for st in suite.strategies:
+            m = strategies[st.id].members()
+            if m is not None:
+                cells.append(_combined_cell(suite, ds, st, [c for s in m.seeds for c in trained[m.of, s]]))
     if not cells:
         raise SuiteError(f"{suite.path}: the grid is empty")
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise SuiteError(f"{suite.path}: two cells share a name; give strategy entries distinct ids")
     return cells
+
+
+def _seeds(suite: Suite, sid: str, strategies: dict) -> list[int]:
+    """The suite's seeds, then any other seed an ensemble of entry `sid` needs (ascending)."""
+    wanted = {s for st in strategies.values() if (m := st.members()) and m.of == sid for s in m.seeds}
+    return list(suite.seeds) + sorted(wanted - set(suite.seeds))
+
+
+def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy, seed: int) -> list[Cell]:
+    subsets = strategy.cell_tasks(st.tasks or ds.tasks)
+    train = merge_train(suite.train, ds.train, st.train)
+    _check_loss_weights(train, ds, suite.path)
+    return [Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=seed,
+                 backbone=st.backbone or suite.backbone, train=train, split=len(subsets) > 1)
+            for tasks in subsets]
+
+
+def _combined_cell(suite: Suite, ds: DatasetConfig, st: StrategyConfig, members: list[Cell]) -> Cell:
+    """One seed-less cell over the members' tasks; it records the members' backbone and training."""
+    tasks = tuple(t for t in ds.tasks if any(t in m.tasks for m in members))
+    return Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=None, backbone=members[0].backbone,
+                train=members[0].train, split=False, members=tuple(members))
 
 
 def _check_loss_weights(train: TrainConfig, ds: DatasetConfig, path: str) -> None:

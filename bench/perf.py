@@ -25,7 +25,7 @@ from bench.store import Store
 def perf(cells: list[Cell], epochs: int, device_name: str = "auto") -> list[dict]:
     device = pick_device(device_name)
     first = {}
-    for c in cells:
+    for c in (c for c in cells if not c.members):  # combined cells (ensembles) train nothing
         first.setdefault((c.dataset.name, c.strategy.id, c.tasks), c)
     picked = [dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=epochs)) for c in first.values()]
     rows = []

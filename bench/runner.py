@@ -2,7 +2,9 @@
 
 A cell that raises is recorded as failed (or diverged, for a non-finite loss) with its reason and
 traceback in its log, and the suite goes on. Results are written atomically and `metrics.json`
-last, so killing the process loses at most the running cell.
+last, so killing the process loses at most the running cell. A cell with members (an ensemble) is
+computed from their stored predictions instead of trained (bench/combine.py); the grid puts its
+members first, and it fails, naming the member, when one of them did.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench import tasks as T
+from bench.combine import combine_cell
 from bench.data import TaskSet, load_taskset
 from bench.grid import Cell, code_version
 from bench.models import BACKBONES, BackboneContext, count_params
@@ -104,14 +107,17 @@ class DataCache:
 
 def run_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache,
              progress: Progress | None = None) -> str:
-    """Train and record one cell; return its status (done | failed | diverged)."""
+    """Train (or combine from its members) and record one cell; return its status (done | failed | diverged)."""
     name = cell.name
     store.reset(name)
     store.write_config(name, {"key": cell.key, "cell": name, **cell.resolved(), "provenance": provenance(device)})
     bar = progress.add_task(f"  {name}", total=cell.train.epochs) if progress else None
     t0 = time.perf_counter()
     try:
-        metrics = _train_cell(cell, store, device, datasets, progress, bar)
+        if cell.members:
+            metrics = combine_cell(cell, store)
+        else:
+            metrics = _train_cell(cell, store, device, datasets, progress, bar)
         status, extra = "done", metrics
     except Exception as err:  # a cell's failure must never take the suite down
         status = "diverged" if isinstance(err, Diverged) else "failed"

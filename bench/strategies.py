@@ -4,6 +4,10 @@ A strategy is a small frozen dataclass whose fields are its suite parameters, wi
 hooks: `cell_tasks` (how the grid splits the tasks into cells), `build` (the model, from a backbone
 factory) and `fit` (the training, through the Trainer; joint training by default). Strategies see
 only the model seam `forward(x) -> {task: output}` and `param_groups()`.
+
+A combining strategy (`ensemble`) trains nothing: `members` names the cells it is computed from
+(another entry's cells for some seeds; the grid orders them first) and `combine` merges their
+stored test predictions, one task at a time (see bench/combine.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 from torch import nn
 
 from bench.data import TaskSet
@@ -21,6 +26,14 @@ from bench.trainer import FitResult, Trainer
 
 STRATEGIES = Registry("strategy")
 MakeBackbone = Callable[[], Backbone]
+
+
+@dataclass(frozen=True)
+class Members:
+    """The cells a combining strategy is computed from: strategy entry `of`'s cells for `seeds`."""
+
+    of: str  # a strategy id of the same suite
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +50,14 @@ class Strategy:
 
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], trainer: Trainer) -> FitResult:
         return trainer.fit(model, data, specs)
+
+    def members(self) -> Members | None:
+        """The cells this one is computed from, without training; None for a strategy that trains."""
+        return None
+
+    def combine(self, preds: list[np.ndarray]) -> np.ndarray:
+        """One task's stored member predictions, each (N, C) probabilities or (N, dim) values -> the cell's."""
+        raise NotImplementedError
 
 
 @STRATEGIES.register("hard_share")
@@ -73,3 +94,22 @@ class CrossStitch(Strategy):
     def build(self, specs, make_backbone):
         return CrossStitchNet(make_backbone, specs, stitch_after=list(self.stitch_after),
                               self_weight=self.self_weight, heads=self.heads)
+
+
+@STRATEGIES.register("ensemble")
+@dataclass(frozen=True, kw_only=True)
+class Ensemble(Strategy):
+    """Average of another entry's cells over seeds (probabilities or regression outputs); trains nothing.
+
+    STL members are per task, so each task averages the member cells that predict it.
+    """
+
+    of: str = ""  # the strategy id whose cells are averaged; required
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # need not be among the suite's seeds
+
+    def members(self) -> Members:
+        return Members(self.of, tuple(self.seeds))
+
+    def combine(self, preds):
+        # float64 sum: the stored predictions are float16
+        return np.mean([p.astype(np.float64) for p in preds], axis=0).astype(np.float32)

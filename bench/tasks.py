@@ -45,6 +45,11 @@ class TaskSpec:
     def higher_is_better(self) -> bool:
         return self.is_classification
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskSpec":
+        """Rebuild a spec stored as JSON (`dataclasses.asdict`) in a cell's metrics.json."""
+        return cls(**{**d, "class_names": tuple(d.get("class_names", ()))})
+
     def label(self, i: int) -> str:
         return self.class_names[i] if i < len(self.class_names) else str(i)
 

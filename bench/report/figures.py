@@ -57,3 +57,23 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[list[float], float]]],
+                     ylabels: dict[str, str]) -> Path:
+    """One panel per task: per ensemble (x), its members as grey dots and the ensemble as a red bar marker."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (task, ensembles) in zip(axes[0], panels.items()):
+        for x, (members, value) in enumerate(ensembles.values()):
+            jitter = np.linspace(-0.12, 0.12, len(members)) if len(members) > 1 else np.zeros(1)
+            ax.scatter(x + jitter, members, color="0.45", s=22, zorder=2, label="member" if x == 0 else None)
+            ax.scatter([x], [value], color="tab:red", marker="_", s=900, linewidths=2.5, zorder=3,
+                       label="ensemble" if x == 0 else None)
+        ax.set_xticks(range(len(ensembles)), list(ensembles), rotation=15, fontsize=7)
+        ax.set_xlim(-0.6, len(ensembles) - 0.4)
+        ax.set_title(task, fontsize=9)
+        ax.set_ylabel(ylabels.get(task, ""))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

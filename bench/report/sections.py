@@ -12,7 +12,8 @@ from tabulate import tabulate
 from bench import tasks as T
 from bench.report import ReportData, now
 from bench.report import figures
-from bench.report.stats import fmt_mean_std
+from bench.report.stats import delta_m, fmt_mean_std
+from bench.strategies import STRATEGIES, Strategy
 
 CLASSIFICATION_COLUMNS = (("accuracy", "acc %"), ("macro_f1", "macro-F1 %"))
 REGRESSION_COLUMNS = (("mae", "MAE"), ("rmse", "RMSE"))
@@ -46,35 +47,82 @@ def summary_tables(d: ReportData) -> str:
     parts = ["## Results", "Test metrics at the epoch with the best validation "
              f"{_select_text(d)}. `params` counts trainable parameters of all models a strategy needs; "
              "`train s` is time in training steps; `img/s` is training images per second."]
+    entries, baseline = strategy_entries(d), stl_baseline(d)
     for ds, rows in d.rows.groupby("dataset", sort=False):
         specs = dataset_specs(d, ds)
-        parts.append(f"### {ds}\n\n" + _dataset_table(rows, specs))
+        parts.append(f"### {ds}\n\n" + _dataset_table(rows, specs, entries, baseline))
         notes = sorted({n for r in d.records if r["dataset"] == ds for n in r.get("notes", [])})
         parts += [f"> Note: {n}" for n in notes]
+    parts.append(_delta_m_text(baseline))
     return "\n\n".join(parts)
+
+
+def strategy_entries(d: ReportData) -> dict[str, Strategy]:
+    """The suite's strategy entries by id, as instances (to ask `multi_task` and `members()`)."""
+    return {st.id: STRATEGIES.get(st.name)(**st.params) for st in d.suite.strategies}
+
+
+def stl_baseline(d: ReportData) -> str | None:
+    """The id of the suite's first single-task entry that trains (delta_m's reference), if any."""
+    return next((sid for sid, s in strategy_entries(d).items() if not s.multi_task and s.members() is None), None)
+
+
+def _delta_m_text(baseline: str | None) -> str:
+    text = ("`delta_m %` (Maninis et al. 2019, eq. 4): the mean over a strategy's tasks of "
+            "(-1)^l_i (M_i - M_stl,i) / M_stl,i x 100, where M is the task's primary test metric "
+            "(accuracy, higher is better, l_i = 0; MAE, lower is better, l_i = 1). Each seed is paired "
+            "with the STL cell of the same seed and task; mean ± std over seeds. An ensemble (one cell per "
+            "dataset) is compared with the mean STL over seeds. Positive means better than single-task "
+            "learning; blank for single-task strategies.")
+    if baseline is None:
+        text += "\n\n¹ This suite has no single-task strategy (e.g. `stl`), so `delta_m %` is blank."
+    else:
+        text += f" The STL reference is entry `{baseline}`."
+    return text
 
 
 def _select_text(d: ReportData) -> str:
     return "loss" if d.suite.train.select == "loss" else "score (mean primary metric)"
 
 
-def _dataset_table(rows: pd.DataFrame, specs: dict) -> str:
-    table = []
+def _dataset_table(rows: pd.DataFrame, specs: dict, entries: dict[str, Strategy], baseline: str | None) -> str:
+    table, base = [], rows[rows.strategy == baseline]
     for strategy, srows in rows.groupby("strategy", sort=False):
         line = {"strategy": strategy}
         for task, spec in specs.items():
             trows = srows[srows.task == task]
+            scale, digits = _scale_digits(spec)
             for metric, label in CLASSIFICATION_COLUMNS if spec.is_classification else REGRESSION_COLUMNS:
-                scale = 100 if spec.is_classification else 1
-                digits = 2 if spec.is_classification else 4
                 line[f"{task} {label}"] = fmt_mean_std(trows.get(f"test_{metric}", pd.Series(dtype=float)), scale, digits)
-        per_seed = srows.drop_duplicates("cell").groupby("seed")
+        multi = strategy in entries and entries[strategy].multi_task
+        if baseline is None:
+            line["delta_m % ¹"] = ""
+        else:
+            line["delta_m %"] = _delta_m(srows, base, specs) if multi else ""
+        per_seed = srows.drop_duplicates("cell").groupby("seed", dropna=False)  # NaN seed: an ensemble
         line["params"] = f"{int(per_seed.params.sum().mean()):,}"
         line["train s"] = fmt_mean_std(per_seed.train_seconds.sum(), 1, 1)
         line["img/s"] = fmt_mean_std(srows.drop_duplicates("cell").images_per_second, 1, 0)
-        line["n"] = srows.seed.nunique()
+        line["n"] = srows.seed.nunique(dropna=False)
         table.append(line)
     return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def _scale_digits(spec: T.TaskSpec) -> tuple[int, int]:
+    """Accuracies are shown in percent with 2 decimals, regression errors as they are with 4."""
+    return (100, 2) if spec.is_classification else (1, 4)
+
+
+def _delta_m(srows: pd.DataFrame, base: pd.DataFrame, specs: dict[str, T.TaskSpec]) -> str:
+    """delta_m per seed against the STL rows of that seed (a seed-less ensemble: their mean), mean ± std."""
+    values = []
+    for seed, seed_rows in srows.groupby("seed", dropna=False):
+        ref = base if pd.isna(seed) else base[base.seed == seed]
+        cols = {t: f"test_{specs[t].primary}" for t in seed_rows.task.unique() if t in specs}
+        values.append(delta_m({t: seed_rows.loc[seed_rows.task == t, c].mean() for t, c in cols.items()},
+                              {t: ref.loc[ref.task == t, c].mean() for t, c in cols.items()},
+                              {t: specs[t].higher_is_better for t in cols}))
+    return fmt_mean_std(values, 1, 2)
 
 
 def dataset_specs(d: ReportData, dataset: str) -> dict[str, T.TaskSpec]:
@@ -83,7 +131,7 @@ def dataset_specs(d: ReportData, dataset: str) -> dict[str, T.TaskSpec]:
     for r in d.records:
         if r["dataset"] == dataset and r.get("status") == "done":
             for t, s in r.get("specs", {}).items():
-                specs.setdefault(t, T.TaskSpec(**{**s, "class_names": tuple(s.get("class_names", ()))}))
+                specs.setdefault(t, T.TaskSpec.from_dict(s))
     order = next((list(c.tasks) for c in d.suite.datasets if c.name == dataset), list(specs))
     return {t: specs[t] for t in order if t in specs}
 
@@ -136,6 +184,54 @@ def training_curves(d: ReportData) -> str:
            "that falls while the training loss keeps dropping marks overfitting.\n\n" + "\n\n".join(parts)
 
 
+def ensembles(d: ReportData) -> str:
+    """Each ensemble against its members, per task, on the primary metric (from the ensemble cell's record)."""
+    ids = {sid for sid, s in strategy_entries(d).items() if s.members() is not None}
+    records = [r for r in d.records if r["status"] == "done" and r["strategy"] in ids]
+    if not records:
+        return ""
+    table, figs = [], []
+    for ds in dict.fromkeys(r["dataset"] for r in records):
+        specs, panels = dataset_specs(d, ds), {}
+        for r in (r for r in records if r["dataset"] == ds):
+            label = r["cell"].split("__")[1]  # e.g. ensemble(of=hard_share,seeds=0+1)
+            for t, spec in specs.items():
+                if t in r["test"]:
+                    table.append(_gain_row(ds, label, t, spec, r))
+                    scale = _scale_digits(spec)[0]
+                    members = [v * scale for v in _member_values(r, t, spec.primary)]
+                    panels.setdefault(t, {})[label] = (members, r["test"][t][spec.primary] * scale)
+        ylabels = {t: "accuracy %" if s.is_classification else "MAE (lower is better)" for t, s in specs.items()}
+        path = figures.ensemble_members(d.fig_dir / f"ensemble_{ds}.png", f"{ds}: ensemble vs its members (test)",
+                                        panels, ylabels)
+        figs.append(f"![ensemble {ds}]({d.figure_link(path)})")
+    return ("## Ensembles\n\nEach ensemble averages its members' stored test predictions (class "
+            "probabilities or regression outputs), with no retraining. Gain = ensemble - member on the "
+            "primary metric (accuracy in points; for MAE a negative gain is an improvement); mean member "
+            "is mean ± std over the members (n), best member is the best single member.\n\n"
+            + tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+            + "\n\nIn the figure, look for the ensemble marker beyond every member dot (above them for "
+            "accuracy, below for MAE): that is a gain over the best single seed, not only over the average "
+            "one.\n\n" + "\n\n".join(figs))
+
+
+def _gain_row(ds: str, label: str, task: str, spec: T.TaskSpec, r: dict) -> dict:
+    metric, (scale, digits) = spec.primary, _scale_digits(spec)
+    members = _member_values(r, task, metric)
+    best = max(members) if spec.higher_is_better else min(members)
+    return {"dataset": ds, "ensemble": label, "task": task, "metric": metric,
+            "ensemble value": f"{r['test'][task][metric] * scale:.{digits}f}",
+            "mean member": fmt_mean_std(members, scale, digits) + f" (n={len(members)})",
+            "best member": f"{best * scale:.{digits}f}",
+            "gain vs mean": f"{r['extra']['gain_vs_mean'][task][metric] * scale:+.{digits}f}",
+            "gain vs best": f"{r['extra']['gain_vs_best'][task][metric] * scale:+.{digits}f}"}
+
+
+def _member_values(r: dict, task: str, metric: str) -> list[float]:
+    """An ensemble record's member metrics for one task (STL members each predict one task)."""
+    return [m[task][metric] for m in r["extra"]["members"].values() if task in m]
+
+
 def failures(d: ReportData) -> str:
     bad = [r for r in d.records if r["status"] != "done"]
     if not bad:
@@ -152,13 +248,18 @@ def appendix(d: ReportData) -> str:
     for _, r in d.rows.iterrows():
         metric = "test_accuracy" if "test_accuracy" in r and not pd.isna(r.get("test_accuracy")) else "test_mae"
         table.append({"cell": r.cell, "task": r.task, metric.replace("test_", ""): f"{r[metric]:.4f}",
-                      "best epoch": r.best_epoch, "train s": f"{r.train_seconds:.1f}",
-                      "img/s": f"{r.images_per_second:,.0f}"})
+                      "best epoch": _or_dash(r.best_epoch, "{:.0f}"), "train s": f"{r.train_seconds:.1f}",
+                      "img/s": _or_dash(r.images_per_second, "{:,.0f}")})
     return "## Appendix: every cell\n\n" + tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def _or_dash(value, fmt: str) -> str:
+    """A number, or "-" where a cell has none (an ensemble has no best epoch and no throughput)."""
+    return "-" if pd.isna(value) else fmt.format(value)
 
 
 def reproduce(d: ReportData) -> str:
     return f"## Reproduce\n\n```\n{d.command}\n```\n\nSuite file: `{d.suite.path}`."
 
 
-SECTIONS = [header, summary_tables, confusion_matrices, training_curves, failures, appendix, reproduce]
+SECTIONS = [header, summary_tables, ensembles, confusion_matrices, training_curves, failures, appendix, reproduce]
