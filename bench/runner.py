@@ -33,6 +33,7 @@ from bench.strategies import STRATEGIES
 from bench.trainer import Diverged, Trainer
 
 STATS_SAMPLE = 2048  # train images a backbone may see for data-dependent statistics
+GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), for the report's gallery
 
 
 @dataclass
@@ -164,6 +165,7 @@ def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCa
         test[t] = T.metrics(specs[t], pred, target)
         arrays[f"pred__{t}"] = pred.astype(np.float16)
         arrays[f"target__{t}"] = target
+        arrays.update(_gallery(t, T.per_sample_loss(specs[t], pred, target), data.test.x))
     store.write_predictions(cell.name, arrays)
     return {
         "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch,
@@ -173,6 +175,16 @@ def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCa
         "notes": data.notes, "extra": result.extra,
         "specs": {t: asdict(s) for t, s in specs.items()},
     }
+
+
+def _gallery(task: str, losses: np.ndarray, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The GALLERY_SIZE highest-loss test items of one task: their indices, losses and images (k, C, H, W).
+
+    Kept in every cell (a few KB): which seeds finish, or get added later, is not known here.
+    """
+    idx = np.argsort(-losses, kind="stable")[:GALLERY_SIZE]
+    return {f"gallery_index__{task}": idx, f"gallery_loss__{task}": losses[idx].astype(np.float32),
+            f"gallery_x__{task}": x[torch.from_numpy(idx).to(x.device)].cpu().numpy()}
 
 
 def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):

@@ -4,7 +4,8 @@ Files per cell:
 - `config.json`    the fully resolved cell config, its key, and provenance (code, torch, device)
 - `metrics.json`   status (done | failed | diverged), reason, per-task metrics, timings; written last
 - `history.csv`    one row per epoch (losses, validation metrics, learning rate)
-- `predictions.npz` test predictions (float16 probabilities or values) and targets, per task
+- `predictions.npz` test predictions (float16 probabilities or values) and targets, per task, plus
+                   the highest-loss test images (uint8) with their indices and losses (`gallery_*__<task>`)
 - `log.txt`        the cell's log, with the traceback when it failed
 A cell counts as finished only when `metrics.json` says done and its key matches.
 """

@@ -67,6 +67,22 @@ def loss(spec: TaskSpec, out: torch.Tensor, target: torch.Tensor, label_smoothin
     return F.mse_loss(out, target.float().view_as(out))
 
 
+PROB_FLOOR = 1e-7  # probabilities are clipped here before the log: float16 storage rounds tiny ones to 0
+
+
+def per_sample_loss(spec: TaskSpec, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(N,) loss of each item from stored predictions, matching `loss` without label smoothing.
+
+    Classification: -log p(true class) from probabilities (N, C) (binary's (N, 2) too, = BCE).
+    Regression: squared error averaged over the output dimensions (N, dim).
+    """
+    pred = pred.astype(np.float64).reshape(len(pred), -1)
+    if spec.is_classification:
+        p = pred[np.arange(len(pred)), target.astype(np.int64)]
+        return -np.log(np.maximum(p, PROB_FLOOR))
+    return ((pred - target.astype(np.float64).reshape(len(target), -1)) ** 2).mean(1)
+
+
 def to_prediction(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
     """Model output -> what is stored and averaged by ensembles: class probabilities or values."""
     out = out.float()

@@ -10,16 +10,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 
-def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str]) -> Path:
-    """One row-normalised confusion matrix per strategy, side by side (rows: true, columns: predicted)."""
+def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str], *,
+                     mask_diagonal: bool = False) -> Path:
+    """One row-normalised confusion matrix per strategy, side by side (rows: true, columns: predicted).
+
+    mask_diagonal blanks the correct predictions and scales the colours to the largest error rate,
+    so that the errors of a many-class task stay visible.
+    """
     k = len(mats)
     size = max(3.2, 0.35 * len(class_names) + 1.5)
     fig, axes = plt.subplots(1, k, figsize=(size * k, size), squeeze=False)
+    cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
     for ax, (name, cm) in zip(axes[0], mats.items()):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        if mask_diagonal:
+            norm = norm.astype(float)
+            np.fill_diagonal(norm, np.nan)
+        im = ax.imshow(norm, vmin=0, vmax=max(float(np.nanmax(norm)), 1e-9) if mask_diagonal else 1, cmap=cmap)
+        if mask_diagonal:
+            fig.colorbar(im, ax=ax, fraction=0.046)
         ticks = np.arange(len(class_names))
         ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
         ax.set_yticks(ticks, class_names, fontsize=7)
@@ -33,6 +45,71 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def per_class_accuracy(path: Path, title: str, accs: dict[str, np.ndarray], support: np.ndarray,
+                       class_names: list[str]) -> Path:
+    """One bar panel per strategy: accuracy of each true class, classes ordered by test support
+    (most frequent first), with the support drawn as a line on the right axis."""
+    order = np.argsort(-support, kind="stable")
+    x = np.arange(len(order))
+    fig, axes = plt.subplots(len(accs), 1, figsize=(max(6.0, 0.18 * len(x) + 2), 2.4 * len(accs)),
+                             squeeze=False, sharex=True)
+    for ax, (name, acc) in zip(axes[:, 0], accs.items()):
+        ax.bar(x, acc[order], color="tab:blue")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(name, fontsize=9)
+        twin = ax.twinx()
+        twin.plot(x, support[order], color="tab:orange", marker=".", lw=1)
+        twin.set_ylabel("test support", color="tab:orange")
+        twin.set_ylim(0, None)
+    axes[-1, 0].set_xticks(x, [class_names[i] for i in order], rotation=90, fontsize=6)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def residuals(path: Path, title: str, res: dict[str, np.ndarray]) -> Path:
+    """Per strategy (columns): a histogram of residuals and their Q-Q plot against the normal."""
+    fig, axes = plt.subplots(2, len(res), figsize=(3.6 * len(res), 6.4), squeeze=False)
+    for (hist, qq), (name, r) in zip(axes.T, res.items()):
+        hist.hist(r, bins=min(50, max(10, len(r) // 20)), color="tab:blue")
+        hist.axvline(0, color="black", lw=0.8)
+        hist.set_title(name, fontsize=9)
+        hist.set_xlabel("pred - target")
+        stats.probplot(r, dist="norm", plot=qq)
+        qq.get_lines()[0].set_markersize(3)
+        qq.set_title("Q-Q vs normal", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def gallery(path: Path, title: str, rows: dict[str, list]) -> Path:
+    """One strip per strategy of `diagnostics.Example`s, each captioned true / predicted / loss.
+
+    A strip is one image (not one axes per example): a 16-image gallery then renders in well under a second.
+    """
+    cols = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * cols + 0.8, 1.9 * len(rows)), squeeze=False)
+    for ax, (name, examples) in zip(axes[:, 0], rows.items()):
+        strip, step = _strip([e.image for e in examples])
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        for n, ex in enumerate(examples):
+            ax.text((n + 0.5) * step, -1, f"t: {ex.true}\np: {ex.predicted}\nloss {ex.loss:.2f}",
+                    ha="center", va="bottom", fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+        ax.set_ylabel(name, fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _strip(images: list[np.ndarray], pad: int = 2) -> tuple[np.ndarray, int]:
+    """(C, H, W) uint8 images side by side with white gaps -> (H, k * (W + pad)[, C]) and the step."""
+    padded = [np.pad(im, ((0, 0), (0, 0), (0, pad)), constant_values=255) for im in images]
+    strip = np.concatenate(padded, axis=2).transpose(1, 2, 0)  # (H, k * (W + pad), C)
+    return (strip[..., 0] if strip.shape[2] == 1 else strip), images[0].shape[2] + pad
 
 
 def training_curves(path: Path, title: str, histories: dict[str, pd.DataFrame], columns: list[str]) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -11,12 +12,19 @@ from tabulate import tabulate
 
 from bench import tasks as T
 from bench.report import ReportData, now
+from bench.report import diagnostics as D
 from bench.report import figures
 from bench.report.stats import delta_m, fmt_mean_std
 from bench.strategies import STRATEGIES, Strategy
 
 CLASSIFICATION_COLUMNS = (("accuracy", "acc %"), ("macro_f1", "macro-F1 %"))
 REGRESSION_COLUMNS = (("mae", "MAE"), ("rmse", "RMSE"))
+DETAIL_COLUMNS = (("macro_precision", "macro P %"), ("macro_recall", "macro R %"), ("macro_f1", "macro F1 %"),
+                  ("weighted_precision", "weighted P %"), ("weighted_f1", "weighted F1 %"), ("accuracy", "acc %"))
+RESIDUAL_COLUMNS = (("mean", "mean"), ("std", "std"), ("skewness", "skewness"), ("kurtosis", "kurtosis"))
+MANY_CLASSES = 10  # above this many classes, per-class accuracy gets its own figure
+MASK_DIAGONAL_ABOVE = 20  # above this many classes, confusion matrices mask the diagonal and list top pairs
+TOP_PAIRS = 10  # confused class pairs listed per strategy
 
 
 def header(d: ReportData) -> str:
@@ -136,29 +144,148 @@ def dataset_specs(d: ReportData, dataset: str) -> dict[str, T.TaskSpec]:
     return {t: specs[t] for t in order if t in specs}
 
 
-def confusion_matrices(d: ReportData) -> str:
-    parts = []
+def _tasks(d: ReportData, want: Callable[[T.TaskSpec], bool]) -> Iterator[tuple[str, str, T.TaskSpec, pd.DataFrame]]:
+    """(dataset, task, spec, that task's rows) for every task of finished cells whose spec `want`s."""
     for ds, rows in d.rows.groupby("dataset", sort=False):
         for task, spec in dataset_specs(d, ds).items():
-            if not spec.is_classification:
-                continue
-            mats = {}
-            for strategy, srows in rows[rows.task == task].groupby("strategy", sort=False):
-                mats[strategy] = sum(_confusion(d, cell, task, spec) for cell in srows.cell.unique())
-            names = [spec.label(i) for i in range(spec.classes)]
-            path = figures.confusion_panels(d.fig_dir / f"confusion_{ds}_{task}.png",
-                                            f"{ds} / {task}: test confusion, rows normalised, seeds pooled",
-                                            mats, names)
-            parts.append(f"![confusion {ds} {task}]({d.figure_link(path)})")
+            if want(spec):
+                yield ds, task, spec, rows[rows.task == task]
+
+
+def _strategy_cells(trows: pd.DataFrame) -> dict[str, list[str]]:
+    """strategy -> its cells for one task, lowest seed first."""
+    return {s: list(r.sort_values("seed", kind="stable").cell.unique()) for s, r in trows.groupby("strategy", sort=False)}
+
+
+def _arrays(d: ReportData, cell: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """A cell's stored test predictions (float32) and targets for one task."""
+    p = d.store.predictions(cell)
+    return p[f"pred__{task}"].astype(np.float32), p[f"target__{task}"]
+
+
+def _confusions(d: ReportData, cells: list[str], task: str, spec: T.TaskSpec) -> list[np.ndarray]:
+    """One (classes, classes) test confusion matrix per cell."""
+    return [T.confusion(pred.argmax(1), target.astype(int), spec.classes)
+            for pred, target in (_arrays(d, c, task) for c in cells)]
+
+
+def _class_names(spec: T.TaskSpec) -> list[str]:
+    return [spec.label(i) for i in range(spec.classes)]
+
+
+def classification_details(d: ReportData) -> str:
+    table = []
+    for ds, task, spec, trows in _tasks(d, lambda s: s.is_classification):
+        for strategy, srows in trows.groupby("strategy", sort=False):
+            line = {"dataset": ds, "task": task, "strategy": strategy}
+            for metric, label in DETAIL_COLUMNS:
+                line[label] = fmt_mean_std(srows.get(f"test_{metric}", pd.Series(dtype=float)), 100, 2)
+            table.append({**line, "n": srows.seed.nunique()})
+    if not table:
+        return ""
+    return "## Classification metrics per task\n\nTest precision, recall and F1 in %, macro (every class " \
+           "counts the same) and weighted by class support; weighted recall equals accuracy. A macro score " \
+           "well below its weighted one means rare classes fare worse.\n\n" + \
+           tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def confusion_matrices(d: ReportData) -> str:
+    parts = []
+    for ds, task, spec, trows in _tasks(d, lambda s: s.is_classification):
+        mats = {s: sum(_confusions(d, cells, task, spec)) for s, cells in _strategy_cells(trows).items()}
+        masked = spec.classes > MASK_DIAGONAL_ABOVE
+        path = figures.confusion_panels(d.fig_dir / f"confusion_{ds}_{task}.png",
+                                        f"{ds} / {task}: test confusion, rows normalised, seeds pooled"
+                                        + (", diagonal masked" if masked else ""), mats, _class_names(spec),
+                                        mask_diagonal=masked)
+        parts.append(f"![confusion {ds} {task}]({d.figure_link(path)})")
+        if masked:
+            parts.append(_confusion_pairs(mats, spec))
     if not parts:
         return ""
     return "## Confusion matrices\n\nEach row is a true class and sums to 1; off-diagonal mass shows " \
-           "which classes a strategy confuses. Seeds are pooled.\n\n" + "\n\n".join(parts)
+           "which classes a strategy confuses. Seeds are pooled. With more than " \
+           f"{MASK_DIAGONAL_ABOVE} classes the diagonal is masked (grey) and the colours span the errors " \
+           f"only; the table under such a matrix lists its {TOP_PAIRS} most frequent confusions per " \
+           "strategy.\n\n" + "\n\n".join(parts)
 
 
-def _confusion(d: ReportData, cell: str, task: str, spec: T.TaskSpec) -> np.ndarray:
-    p = d.store.predictions(cell)
-    return T.confusion(p[f"pred__{task}"].astype(np.float32).argmax(1), p[f"target__{task}"].astype(int), spec.classes)
+def _confusion_pairs(mats: dict[str, np.ndarray], spec: T.TaskSpec) -> str:
+    table = [{"strategy": s, "true": spec.label(p["true"]), "predicted": spec.label(p["predicted"]),
+              "count": p["count"], "% of true class": f"{100 * p['share']:.1f}"}
+             for s, cm in mats.items() for p in D.top_confusions(cm, TOP_PAIRS)]
+    return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True) if table else ""
+
+
+def per_class_accuracy(d: ReportData) -> str:
+    parts = []
+    for ds, task, spec, trows in _tasks(d, lambda s: s.is_classification and s.classes > MANY_CLASSES):
+        cms = {s: _confusions(d, cells, task, spec) for s, cells in _strategy_cells(trows).items()}
+        accs = {s: D.per_class_accuracy(sum(m))[0] for s, m in cms.items()}
+        support = next(iter(cms.values()))[0].sum(1)  # every cell predicts the same test set
+        path = figures.per_class_accuracy(d.fig_dir / f"per_class_{ds}_{task}.png",
+                                          f"{ds} / {task}: test accuracy per class, seeds pooled",
+                                          accs, support, _class_names(spec))
+        parts.append(f"![per-class accuracy {ds} {task}]({d.figure_link(path)})")
+    if not parts:
+        return ""
+    return f"## Per-class accuracy\n\nTasks with more than {MANY_CLASSES} classes: bars are each true " \
+           "class's test accuracy (seeds pooled), classes ordered by test support (orange line); look for " \
+           "bars that drop where the support does, a sign the model sacrifices rare classes.\n\n" + \
+           "\n\n".join(parts)
+
+
+def residual_diagnostics(d: ReportData) -> str:
+    parts = []
+    for ds, task, spec, trows in _tasks(d, lambda s: not s.is_classification):
+        res = {s: [D.residuals(*_arrays(d, c, task)) for c in cells] for s, cells in _strategy_cells(trows).items()}
+        path = figures.residuals(d.fig_dir / f"residuals_{ds}_{task}.png",
+                                 f"{ds} / {task}: test residuals, seeds pooled",
+                                 {s: np.concatenate(r) for s, r in res.items()})
+        parts += [f"### {ds} / {task}", _residual_table(res), f"![residuals {ds} {task}]({d.figure_link(path)})"]
+    if not parts:
+        return ""
+    return "## Regression residuals\n\nResiduals are pred - target on the test set, pooled over a " \
+           "task's output dimensions. The table gives each statistic per cell as mean ± std over seeds " \
+           "(kurtosis is excess kurtosis, 0 for a normal) and the Shapiro-Wilk p of each seed's cell (below " \
+           "0.05 rejects normality; " \
+           f"above {D.SHAPIRO_MAX_N} residuals the test uses a fixed random subsample of {D.SHAPIRO_MAX_N}, " \
+           "as scipy's p-value is accurate only up to there). In the figure (seeds pooled), look for a " \
+           "histogram off centre (bias) or Q-Q points that leave the line at the ends (heavy tails)." \
+           "\n\n" + "\n\n".join(parts)
+
+
+def _residual_table(res: dict[str, list[np.ndarray]]) -> str:
+    table = []
+    for strategy, rs in res.items():
+        cell_stats = [D.residual_stats(r) for r in rs]
+        line = {"strategy": strategy}
+        for key, label in RESIDUAL_COLUMNS:
+            line[label] = fmt_mean_std([s[key] for s in cell_stats], 1, 4)
+        line["Shapiro-Wilk p per seed"] = ", ".join(f"{s['shapiro_p']:.2g}" for s in cell_stats)  # a mean of p-values means little
+        table.append({**line, "residuals per cell": f"{cell_stats[0]['n']:,}", "n": len(rs)})
+    return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def hardest_examples(d: ReportData) -> str:
+    parts = []
+    for ds, task, spec, trows in _tasks(d, lambda s: True):
+        rows = {s: _first_gallery(d, cells, task, spec) for s, cells in _strategy_cells(trows).items()}
+        rows = {s: r for s, r in rows.items() if r}
+        if rows:
+            path = figures.gallery(d.fig_dir / f"hardest_{ds}_{task}.png",
+                                   f"{ds} / {task}: highest-loss test images", rows)
+            parts.append(f"![hardest {ds} {task}]({d.figure_link(path)})")
+    if not parts:
+        return ""
+    return "## Highest-loss test images\n\nPer task and strategy, the test images with the highest loss " \
+           "in its lowest-seed cell, captioned true (t) and predicted (p) label; look for wrong or " \
+           "ambiguous labels and for a kind of image every strategy gets wrong.\n\n" + "\n\n".join(parts)
+
+
+def _first_gallery(d: ReportData, cells: list[str], task: str, spec: T.TaskSpec) -> list[D.Example]:
+    """The stored gallery of the lowest-seed cell that has one (stores from before it have none)."""
+    return next((ex for c in cells if (ex := D.hardest_examples(spec, d.store.predictions(c), task))), [])
 
 
 def training_curves(d: ReportData) -> str:
@@ -262,4 +389,5 @@ def reproduce(d: ReportData) -> str:
     return f"## Reproduce\n\n```\n{d.command}\n```\n\nSuite file: `{d.suite.path}`."
 
 
-SECTIONS = [header, summary_tables, ensembles, confusion_matrices, training_curves, failures, appendix, reproduce]
+SECTIONS = [header, summary_tables, ensembles, classification_details, confusion_matrices, per_class_accuracy,
+            residual_diagnostics, hardest_examples, training_curves, failures, appendix, reproduce]
