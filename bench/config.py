@@ -37,6 +37,7 @@ class TrainConfig:
     crop_pad: int = 4  # random-crop padding in pixels; 0 disables the crop
     flip: bool = True  # random horizontal flip (datasets may make it label-aware)
     tta_flip: bool = False  # average outputs over the image and its mirror at evaluation (not for label-aware flips)
+    cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW; else eager)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
     eval_batch_size: int = 2048
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -58,17 +59,25 @@ class Trainer:
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
-        opt = self._optimizer(model, lr_factors or {})
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(epochs * steps_per_epoch, steps_per_epoch))
+        graph = self._use_graph(extra_loss)
+        opt = self._optimizer(model, lr_factors or {}, capturable=graph)
+        base_lrs = [float(g["lr"]) for g in opt.param_groups]
+        lr_at = self._schedule(epochs * steps_per_epoch, steps_per_epoch)
         norm = self._normaliser(data)
         weights = torch.tensor([self._weight(t) for t in specs], device=self.device)
+        sums = torch.zeros(len(specs) + 2, device=self.device)  # per-task losses, extra, total
+        step = self._step_fn(model, specs, opt, extra_loss, weights, sums, graph)
+        if graph:
+            step = self._graphed(step, model, opt, train, list(specs), norm)
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
-            sums = self._train_epoch(model, train, specs, data, norm, opt, sched, steps_per_epoch, extra_loss, weights)
+            sums.zero_()
+            self._train_epoch(model, train, list(specs), data, norm, step, steps_per_epoch,
+                              lambda i, e=epoch: set_lr(opt, base_lrs, lr_at((e - 1) * steps_per_epoch + i)))
             seconds = self._now() - t0
             train_seconds += seconds
-            row = self._epoch_row(epoch, stage, list(specs), sums, steps_per_epoch, opt)
+            row = self._epoch_row(epoch, stage, list(specs), self._checked(sums), steps_per_epoch, opt)
             row["train_seconds"] = seconds
             row["images_per_second"] = steps_per_epoch * cfg.batch_size / seconds
             val = self.evaluate(model, data, data.val, specs)
@@ -102,26 +111,49 @@ class Trainer:
         return result
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, data, norm, opt, sched, steps, extra_loss, weights) -> torch.Tensor:
+    def _train_epoch(self, model, train, tasks, data, norm, step, steps, set_step_lr) -> None:
         model.train()
-        cfg, tasks, bs = self.cfg, list(specs), self.cfg.batch_size
+        bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
         # small ones per step; a step is then a slice, forward/backward and the update.
         x, y = self._epoch_batches(train, tasks, data, norm, steps * bs)
-        sums = torch.zeros(len(tasks) + 2, device=self.device)  # per-task losses, extra, total
-        for step in range(steps):
-            xb = x[step * bs:(step + 1) * bs]
-            yb = {t: v[step * bs:(step + 1) * bs] for t, v in y.items()}
-            with self._autocast():
+        for i in range(steps):
+            set_step_lr(i)
+            step(x[i * bs:(i + 1) * bs], {t: v[i * bs:(i + 1) * bs] for t, v in y.items()})
+
+    def _step_fn(self, model, specs, opt, extra_loss, weights, sums, graph: bool) -> Callable:
+        """One optimisation step on a normalised batch; adds its losses to `sums` on the device."""
+        tasks, smoothing = list(specs), self.cfg.label_smoothing
+
+        def step(xb: torch.Tensor, yb: dict[str, torch.Tensor]) -> None:
+            with self._autocast(cache=not graph):  # autocast's weight cache must be off under capture
                 out = model(xb)
-            parts = torch.stack([T.loss(specs[t], out[t], yb[t], cfg.label_smoothing) for t in tasks])
+            parts = torch.stack([T.loss(specs[t], out[t], yb[t], smoothing) for t in tasks])
             extra = extra_loss(model, xb, out) if extra_loss else parts.new_zeros(())
             total = (parts * weights).sum() + extra
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
-            sched.step()
-            sums += torch.cat([parts.detach(), extra.detach().view(1), total.detach().view(1)])
+            sums.add_(torch.cat([parts.detach(), extra.detach().view(1), total.detach().view(1)]))
+
+        return step
+
+    def _graphed(self, step, model, opt, train, tasks, norm) -> Callable:
+        """`step` captured as a CUDA graph, or `step` itself if capture fails (with a warning)."""
+        bs = self.cfg.batch_size
+        x0 = norm(train.x[:bs])
+        y0 = {t: train.y[t][:bs] for t in tasks}
+        try:
+            return GraphedStep(step, model, opt, x0, y0)
+        except RuntimeError as err:  # an op that cannot be captured: run eagerly instead
+            warnings.warn(f"CUDA graph capture failed, training eagerly: {err}")
+            return step
+
+    def _use_graph(self, extra_loss) -> bool:
+        return self.cuda and self.cfg.cuda_graph and self.cfg.optimizer in ("adam", "adamw") and extra_loss is None
+
+    @staticmethod
+    def _checked(sums: torch.Tensor) -> torch.Tensor:
         sums = sums.cpu()
         if not torch.isfinite(sums).all():
             raise Diverged(f"training loss is not finite ({sums[-1].item()}) in this epoch")
@@ -178,21 +210,31 @@ class Trainer:
         return {t: torch.cat(c) for t, c in chunks.items()}
 
     # ---- settings ---------------------------------------------------------------------------
-    def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
+    def _autocast(self, cache: bool = True):
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
+        return torch.autocast("cpu", enabled=False)
 
     def _weight(self, task: str) -> float:
         return float(self.cfg.loss_weights.get(task, 1.0))
 
-    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float]) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False) -> torch.optim.Optimizer:
         cfg = self.cfg
-        groups = [{"params": ps, "lr": cfg.lr * lr_factors.get(name, 1.0), "name": name}
+
+        def lr(factor: float):  # a graph replays with device-side learning rates it can read
+            return torch.tensor(cfg.lr * factor, device=self.device) if capturable else cfg.lr * factor
+
+        groups = [{"params": ps, "lr": lr(lr_factors.get(name, 1.0)), "name": name}
                   for name, ps in model.param_groups().items() if ps and lr_factors.get(name, 1.0) > 0]
-        kw = {"fused": True} if self.cuda else {"foreach": False}
         if cfg.optimizer == "sgd":
+            kw = {"fused": True} if self.cuda else {"foreach": False}
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **kw)
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        if capturable:
+            kw = {"foreach": True, "capturable": True}
+        else:
+            kw = {"fused": True} if self.cuda else {"foreach": False}
         return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
     def _schedule(self, total: int, per_epoch: int) -> Callable[[int], float]:
@@ -212,7 +254,7 @@ class Trainer:
         return factor
 
     def _epoch_row(self, epoch: int, stage: str, tasks: list[str], sums: torch.Tensor, steps: int, opt) -> dict:
-        row = {"stage": stage, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+        row = {"stage": stage, "epoch": epoch, "lr": float(opt.param_groups[0]["lr"])}
         names = [f"train_loss_{t}" for t in tasks] + ["train_loss_extra", "train_loss"]
         row.update({n: float(v) / steps for n, v in zip(names, sums.tolist())})
         return row
@@ -240,3 +282,56 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
+
+
+def set_lr(opt: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+    """Scale every group's base learning rate; tensor rates (CUDA graphs) are updated in place."""
+    for group, base in zip(opt.param_groups, base_lrs):
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(base * factor)
+        else:
+            group["lr"] = base * factor
+
+
+class GraphedStep:
+    """A training step captured once as a CUDA graph and replayed: one launch instead of hundreds.
+
+    Capture needs a few warm-up steps (they create gradients and optimizer state); their effect is
+    undone afterwards, so training starts from the same weights as an eager run.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable, model: nn.Module, opt: torch.optim.Optimizer,
+                 x: torch.Tensor, y: dict[str, torch.Tensor]):
+        self.x, self.y = x.clone(), {t: v.clone() for t, v in y.items()}  # static input buffers
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                step(self.x, self.y)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        try:
+            with torch.cuda.graph(self.graph):
+                step(self.x, self.y)
+        finally:
+            _restore(model, opt, saved)
+
+    def __call__(self, x: torch.Tensor, y: dict[str, torch.Tensor]) -> None:
+        self.x.copy_(x)
+        for t, v in y.items():
+            self.y[t].copy_(v)
+        self.graph.replay()
+
+
+@torch.no_grad()
+def _restore(model: nn.Module, opt: torch.optim.Optimizer, saved: dict[str, torch.Tensor]) -> None:
+    for k, v in model.state_dict().items():
+        v.copy_(saved[k])
+    for state in opt.state.values():  # fresh optimizer: zero moments and step counts
+        for v in state.values():
+            if torch.is_tensor(v):
+                v.zero_()
