@@ -12,17 +12,22 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+MAX_LABELLED_CLASSES = 40  # beyond this, one tick label per class makes a panel metres wide (shapes: 135)
+
+
 def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str]) -> Path:
     """One row-normalised confusion matrix per strategy, side by side (rows: true, columns: predicted)."""
     k = len(mats)
-    size = max(3.2, 0.35 * len(class_names) + 1.5)
+    labelled = len(class_names) <= MAX_LABELLED_CLASSES
+    size = max(3.2, 0.35 * len(class_names) + 1.5) if labelled else 8.0  # inches per panel
     fig, axes = plt.subplots(1, k, figsize=(size * k, size), squeeze=False)
     for ax, (name, cm) in zip(axes[0], mats.items()):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-        ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, class_names, fontsize=7)
+        if labelled:
+            ticks = np.arange(len(class_names))
+            ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+            ax.set_yticks(ticks, class_names, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(name, fontsize=9)
