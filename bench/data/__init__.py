@@ -198,4 +198,4 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 # Importing the loader modules registers them.
-from bench.data import cifar, freq3, shapes, synthetic  # noqa: E402,F401
+from bench.data import cifar, freq3, mnist, shapes, synthetic  # noqa: E402,F401
