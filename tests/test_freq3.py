@@ -12,15 +12,19 @@ from bench.data import freq3 as F
 N = 640  # 20 per `b` class, 64 per glyph
 
 
-def grating_amplitudes(x: torch.Tensor) -> np.ndarray:
-    """(N, 1, 32, 32) uint8 -> (N, 32): demodulated amplitude at each `b` class's frequency vector."""
+def band_energy(x: torch.Tensor) -> np.ndarray:
+    """(N, 1, 32, 32) uint8 -> (N, 32): spectral energy near each `b` class's frequency vector."""
     img = x[:, 0].numpy() / 255.0
-    c = np.arange(32) - 15.5
-    v, u = np.meshgrid(c, c, indexing="ij")
-    waves = np.array([np.exp(-2j * np.pi * f / 32 * (u * np.cos(o * np.pi / 8) + v * np.sin(o * np.pi / 8)))
-                      for o in range(8) for f in (4, 6, 9, 13)])  # the docstring's b = orientation * 4 + frequency
-    centred = img - img.mean((1, 2), keepdims=True)
-    return np.abs(np.einsum("nhw,khw->nk", centred, waves)) * 2 / img[0].size
+    power = np.abs(np.fft.fft2(img - img.mean((1, 2), keepdims=True))) ** 2
+    k = np.fft.fftfreq(32, 1 / 32)  # cycles per image
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    out = []
+    for o in range(8):  # the docstring's b = orientation * 4 + frequency index
+        for f in (5, 7, 9, 11):
+            fx, fy = f * np.cos(o * np.pi / 8), f * np.sin(o * np.pi / 8)
+            near = (np.hypot(kx - fx, ky - fy) < 1.5) | (np.hypot(kx + fx, ky + fy) < 1.5)
+            out.append(power[:, near].sum(1))
+    return np.array(out).T
 
 
 def test_label_distributions():
@@ -34,13 +38,11 @@ def test_label_distributions():
 
 
 def test_b_and_c_live_in_the_spectrum():
-    d = F.generate(N, seed=0, stream=0)
-    amp = grating_amplitudes(d["x"])
-    assert (amp.argmax(1) == d["b"].numpy()).mean() == 1.0  # the spectral peak names `b`
-    at_b = amp[np.arange(N), d["b"].numpy()]
-    slope, intercept = np.polyfit(d["c"][:, 0].numpy(), at_b, 1)  # and its height is 0.05 + 0.25 c
-    assert abs(slope - 0.25) < 0.01 and abs(intercept - 0.05) < 0.01
-    assert np.corrcoef(at_b, d["c"][:, 0].numpy())[0, 1] > 0.99
+    d = F.generate(N, seed=0, stream=0, noise=0.08)  # at the default 0.2 the same reader gets b ~97%
+    energy = band_energy(d["x"])
+    assert (energy.argmax(1) == d["b"].numpy()).mean() > 0.97  # where the energy is names `b`
+    at_b = np.sqrt(energy[np.arange(N), d["b"].numpy()])
+    assert np.corrcoef(at_b, d["c"][:, 0].numpy())[0, 1] > 0.95  # and how much of it there is, `c`
 
 
 def test_glyphs_are_distinct_and_mirror_symmetric():
@@ -61,7 +63,8 @@ def test_flipped_orientation_label_follows_the_flipped_pixels():
     fx, fy = F.flip(x, {"a": torch.zeros(64, dtype=torch.long), "b": b}, mask)
     assert torch.equal(fx, x.flip(3)) and (fy["a"] == 0).all()
     # Re-render the mirrored scene with every orientation; the closest one must be the flipped label.
-    mirrored = {**scene, "centre": scene["centre"] * [-1, 1], "noise": scene["noise"][:, :, ::-1]}
+    mirrored = {**scene, "centre": scene["centre"] * [-1, 1], "noise": scene["noise"][:, :, ::-1],
+                "jitter": -scene["jitter"]}
     # Orientations 1..8: theta = 180 deg is the label of 0 deg, but with the same phase only as 180.
     dist = []
     for o in range(1, F.ORIENTATIONS + 1):
@@ -78,7 +81,7 @@ def test_loader_pool(tmp_path):
     assert len(pool.train) == 64 and len(pool.test) == 32
     assert pool.stratify == "b" and pool.flip is F.flip
     assert [pool.specs[t].kind for t in "abc"] == ["multiclass", "multiclass", "regression"]
-    assert pool.specs["b"].classes == 32 and pool.specs["b"].class_names[5] == "22.5deg f6"
+    assert pool.specs["b"].classes == 32 and pool.specs["b"].class_names[5] == "22.5deg f7"
 
 
 def test_smoke_suite_runs_end_to_end(run_suite):
