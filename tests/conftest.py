@@ -4,6 +4,7 @@ run of the smoke suite (shrunk to seconds on CPU) that several tests inspect."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,18 @@ def smoke_run(tmp_path_factory):
         code = cli.main(["run", str(suite), "--results", str(results), "--reports", str(reports),
                          "--device", "cpu"])
     return {"suite": suite, "results": results, "reports": reports, "code": code}
+
+
+@pytest.fixture
+def run_suite(tmp_path):
+    """Run suites/<name>.yaml on CPU through the CLI; return (metrics records, report text)."""
+
+    def run(name: str) -> tuple[list[dict], str]:
+        results, reports = tmp_path / "results", tmp_path / "reports"
+        code = cli.main(["run", str(SUITES / f"{name}.yaml"), "--device", "cpu",
+                         "--results", str(results), "--reports", str(reports)])
+        records = [json.loads(p.read_text()) for p in sorted((results / name).glob("*/metrics.json"))]
+        assert code == 0, [r.get("reason") for r in records]
+        return records, (reports / f"{name}.md").read_text()
+
+    return run

@@ -8,6 +8,7 @@ Loaders live in this folder, one module each; importing this package registers t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field, replace
@@ -18,12 +19,15 @@ import numpy as np
 import torch
 
 from bench.registry import Registry
+from bench.store import atomic_torch_save
 from bench.tasks import TaskSpec
 
 DATASETS = Registry("dataset")
 
-# Augment hook for datasets whose labels depend on orientation: (x, y, generator) -> (x, y).
-Augment = Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Generator], tuple]
+# Label-aware flip for datasets whose labels depend on orientation: (x, y, mask) -> (x, y), where
+# x is a uint8 (B, C, H, W) batch on the device, y maps task -> targets and mask (B,) bool says
+# which images to flip horizontally.
+Augment = Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Tensor], tuple]
 
 
 @dataclass
@@ -105,6 +109,23 @@ def cache_dir(root: Path) -> Path:
     return path
 
 
+def cached(root: Path, prefix: str, key: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`make()` once per distinct `key` (a text naming the source or the generator's parameters);
+    later calls load the tensors saved under cache_dir(root)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = cache_dir(root) / f"{prefix}-{digest}.pt"
+    if path.exists():
+        return torch.load(path)
+    arrays = make()
+    atomic_torch_save(arrays, path)
+    return arrays
+
+
+def source_digest(module_file: str) -> str:
+    """A hash of a generator's source, part of its cache key so an edited generator regenerates."""
+    return hashlib.sha256(Path(module_file).read_bytes()).hexdigest()[:16]
+
+
 def _writable(folder: Path) -> bool:
     """Writable and not marked read-only (root may write anywhere; a r-x folder is meant to stay clean)."""
     return folder.is_dir() and os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
@@ -125,10 +146,7 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
     n_val = int(round(cfg.val_size * len(train))) if cfg.val_size < 1 else int(cfg.val_size)
     if not 0 < n_val < len(train):
         raise ValueError(f"dataset {cfg.name}: val_size {cfg.val_size} leaves no train or no validation images")
-    val_idx = stratified_sample(_stratify_labels(pool, train), n_val, gen)
-    keep = torch.ones(len(train), dtype=torch.bool)
-    keep[val_idx] = False
-    train, val = train.take(keep.nonzero().squeeze(1)), train.take(val_idx)
+    train, val = carve(train, _stratify_labels(pool, train), n_val, gen)
     mean, std = channel_stats(train.x)
     return TaskSet(
         name=cfg.name, train=_only(train, specs), val=_only(val, specs), test=_only(test, specs),
@@ -140,6 +158,14 @@ def _subset(pool: Pool, split: Split, n: int | None, gen: torch.Generator) -> Sp
     if n is None or n >= len(split):
         return split
     return split.take(stratified_sample(_stratify_labels(pool, split), n, gen))
+
+
+def carve(split: Split, labels: torch.Tensor, n: int, gen: torch.Generator) -> tuple[Split, Split]:
+    """(the rest, a stratified sample of n items) of `split`, both in their original order."""
+    picked = stratified_sample(labels, n, gen)
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[picked] = False
+    return split.take(keep.nonzero().squeeze(1)), split.take(picked)
 
 
 def stratified_sample(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -172,4 +198,4 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 # Importing the loader modules registers them.
-from bench.data import cifar, synthetic  # noqa: E402,F401
+from bench.data import cifar, freq3, mnist, shapes, synthetic  # noqa: E402,F401

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import Pool, Split, cache_dir, dataset
-from bench.store import atomic_torch_save
+from bench.data import Pool, Split, cached, dataset
 from bench.tasks import TaskSpec
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -75,19 +74,7 @@ def find_source(root: Path) -> Path | None:
 def cached_decode(source: Path, root: Path) -> dict[str, torch.Tensor]:
     """Decode `source` once; later calls load the cached tensors (about a second)."""
     stat = source.stat()
-    key = f"{source.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
-    cache = cache_dir(root) / f"cifar10-{abs(hash_text(key)):016x}.pt"
-    if cache.exists():
-        return torch.load(cache)
-    arrays = decode(source)
-    atomic_torch_save(arrays, cache)
-    return arrays
-
-
-def hash_text(text: str) -> int:
-    import hashlib
-
-    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16)
+    return cached(root, "cifar10", f"{source.resolve()}:{stat.st_size}:{int(stat.st_mtime)}", lambda: decode(source))
 
 
 def decode(source: Path) -> dict[str, torch.Tensor]:

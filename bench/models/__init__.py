@@ -148,4 +148,4 @@ def count_params(model: nn.Module) -> int:
 
 
 # Importing the backbone modules registers them.
-from bench.models import alexnet, dual_stream  # noqa: E402,F401
+from bench.models import alexnet, convnet, dual_stream  # noqa: E402,F401

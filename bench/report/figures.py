@@ -13,6 +13,9 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 
+MAX_LABELLED_CLASSES = 40  # beyond this, one tick label per class makes a panel metres wide (shapes: 135)
+
+
 def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str], *,
                      mask_diagonal: bool = False) -> Path:
     """One row-normalised confusion matrix per strategy, side by side (rows: true, columns: predicted).
@@ -21,7 +24,8 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
     so that the errors of a many-class task stay visible.
     """
     k = len(mats)
-    size = max(3.2, 0.35 * len(class_names) + 1.5)
+    labelled = len(class_names) <= MAX_LABELLED_CLASSES
+    size = max(3.2, 0.35 * len(class_names) + 1.5) if labelled else 8.0  # inches per panel
     fig, axes = plt.subplots(1, k, figsize=(size * k, size), squeeze=False)
     cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
     for ax, (name, cm) in zip(axes[0], mats.items()):
@@ -32,9 +36,10 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
         im = ax.imshow(norm, vmin=0, vmax=max(float(np.nanmax(norm)), 1e-9) if mask_diagonal else 1, cmap=cmap)
         if mask_diagonal:
             fig.colorbar(im, ax=ax, fraction=0.046)
-        ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, class_names, fontsize=7)
+        if labelled:
+            ticks = np.arange(len(class_names))
+            ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+            ax.set_yticks(ticks, class_names, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(name, fontsize=9)
