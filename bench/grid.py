@@ -37,7 +37,9 @@ class Cell:
 
     @property
     def name(self) -> str:
-        params = dict(self.strategy.params)
+        # Mapping-valued params (e.g. heads) would make unreadable names; ids already tell entries
+        # apart, and the key still covers every param.
+        params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
         if self.members:
             params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:

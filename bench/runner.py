@@ -10,6 +10,7 @@ members first, and it fails, naming the member, when one of them did.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import subprocess
@@ -222,6 +223,8 @@ def provenance(device: torch.device) -> dict:
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("BENCH_GIT_COMMIT"):  # set where the checkout travels without .git (a GPU box)
+        return os.environ["BENCH_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5)
