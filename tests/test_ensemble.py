@@ -188,7 +188,9 @@ def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
     summary = run_cells(cells, store, CPU)
     assert len(summary.done) == 1 and not summary.failed
     text = write_report(suite, tmp_path / "r", tmp_path / "rep").read_text()
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    # Only the Results table: later tables (diagnostics) also start their rows with a strategy name.
+    results = text.split("## Results")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in results.splitlines() if line.startswith("| ")}
     header = [h.strip() for h in rows["strategy"].split("|")]
     col = header.index("delta_m %")
     assert rows["hard_share"].split("|")[col].strip() == "0.00 ± 0.00"
