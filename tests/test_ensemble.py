@@ -197,6 +197,9 @@ def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
     assert rows["ensemble"].split("|")[col].strip() == "0.00"  # identical members, vs mean STL
     assert rows["stl"].split("|")[col].strip() == ""
     assert rows["cross_stitch"].split("|")[col].strip() not in ("", "-")
+    details = text.split("## Classification metrics per task")[1].split("\n## ")[0]
+    ens_rows = [r for r in details.splitlines() if r.startswith("| ") and r.split("|")[3].strip() == "ensemble"]
+    assert len(ens_rows) == 2 and all(r.split("|")[-2].strip() == "1" for r in ens_rows)  # seed-less: n=1
     assert "Maninis et al. 2019" in text and "## Ensembles" in text
     assert "| synthetic | ensemble(of=hard_share,seeds=0+1) | brightness | mae" in text
     figure = tmp_path / "rep" / "smoke" / "ensemble_synthetic.png"
