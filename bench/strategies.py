@@ -87,12 +87,15 @@ class SingleTask(HardShare):
 class CrossStitch(Strategy):
     """One backbone column per task, mixed by learned cross-stitch units after the given stages."""
 
-    stitch_after: list[int] = field(default_factory=lambda: [1, 2])  # 1-based backbone stages
+    # 1-based backbone stages; None: after stages 1 and 2 where they are not the trunk (last) stage,
+    # so [1, 2] on alexnet_cifar (as seed 001) and [1] on the two-stage dual_stream / spatial_only.
+    stitch_after: list[int] | None = None
     self_weight: float = 0.9  # initial diagonal; the rest (1 - self_weight) is spread over the others
     heads: dict[str, dict] = field(default_factory=dict)
 
     def build(self, specs, make_backbone):
-        return CrossStitchNet(make_backbone, specs, stitch_after=list(self.stitch_after),
+        stitch_after = None if self.stitch_after is None else list(self.stitch_after)
+        return CrossStitchNet(make_backbone, specs, stitch_after=stitch_after,
                               self_weight=self.self_weight, heads=self.heads)
 
 

@@ -113,7 +113,8 @@ def test_runs_under_bf16_autocast():
 def test_cross_stitch_has_one_stitch_point():
     make = lambda: build("dual_stream")
     with pytest.raises(ValueError, match=r"stitch_after: stage 2 out of range 1\.\.1"):
-        CrossStitch().build(SPECS, make)  # the default [1, 2] assumes a deeper backbone
+        CrossStitch(stitch_after=[1, 2]).build(SPECS, make)  # alexnet_cifar's stages; too deep here
+    assert list(CrossStitch().build(SPECS, make).stitches) == ["1"]  # the default fits two stages
     model = CrossStitch(stitch_after=[1], heads=HEADS).build(SPECS, make).eval()
     out = model(torch.randn(2, 1, 32, 32))
     assert {t: o.shape for t, o in out.items()} == {"a": (2, 10), "b": (2, 32), "c": (2, 1)}

@@ -10,29 +10,45 @@ import torch
 
 from bench.config import load_suite
 from bench.grid import code_version, expand
+from bench.runner import GALLERY_SIZE
+from bench.strategies import STRATEGIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CELL_FILES = ("config.json", "metrics.json", "history.csv", "predictions.npz", "log.txt")
+COMBINED_FILES = ("config.json", "metrics.json", "predictions.npz")  # a cell combined from others (ensemble)
+CELL_FILES = COMBINED_FILES + ("history.csv", "log.txt")  # a trained cell
+CLASSIFICATION, REGRESSION = ("quadrant", "top"), ("brightness",)  # the smoke suite's synthetic tasks
+GALLERY = ("index", "loss", "x")  # gallery_<what>__<task>: a trained cell's highest-loss test images
 
 
 def test_run_succeeds(smoke_run):
     assert smoke_run["code"] == 0
 
 
+def _in_order(expected: list[str], found: list[str]) -> bool:
+    """Every item of `expected` occurs in `found`, in that order (others may come in between)."""
+    rest = iter(found)
+    return all(item in rest for item in expected)
+
+
 def test_report_has_every_section_and_strategy(smoke_run):
+    suite = load_suite(smoke_run["suite"])
     text = (smoke_run["reports"] / "smoke.md").read_text()
     headings = re.findall(r"^##+ (.+)$", text, flags=re.M)
-    assert headings == ["Results", "synthetic", "Confusion matrices", "Training curves",
-                        "Appendix: every cell", "Reproduce"]
-    results = text.split("## Results")[1].split("## Confusion matrices")[0]
+    assert _in_order(["Results", "synthetic", "Ensembles", "Classification metrics per task", "Confusion matrices",
+                      "Regression residuals", f"synthetic / {REGRESSION[0]}", "Highest-loss test images",
+                      "Training curves", "Appendix: every cell", "Reproduce"], headings), headings
+    assert len(set(headings)) == len(headings) and "Failed cells" not in text
+    results = text.split("## Results")[1].split("\n## ")[0]
     rows = [line for line in results.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert sorted(r.split("|")[1].strip() for r in rows) == sorted(["stl", "hard_share", "cross_stitch"])
-    for row in rows:
-        assert row.split("|")[-2].strip() == "2"  # n = two seeds
-    assert "Cells: 10 recorded: 10 done" in text
-    assert "Failed cells" not in text
+    n = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in rows}
+    entries = {st.id: STRATEGIES.get(st.name)(**st.params) for st in suite.strategies}
+    assert sorted(n) == sorted(entries)  # one row per strategy entry
+    for sid, strategy in entries.items():  # n = two seeds; an ensemble is one seed-less cell
+        assert n[sid] == ("1" if strategy.members() else str(len(suite.seeds))), sid
+    cells = expand(suite)
+    assert f"Cells: {len(cells)} recorded: {len(cells)} done" in text
     appendix = text.split("## Appendix: every cell")[1]
-    for cell in expand(load_suite(smoke_run["suite"])):
+    for cell in cells:
         assert cell.name in appendix
 
 
@@ -40,9 +56,13 @@ def test_every_figure_is_a_png(smoke_run):
     reports = smoke_run["reports"]
     text = (reports / "smoke.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    # quadrant and top are classification (a confusion figure each), plus one curves figure
-    assert sorted(links) == ["smoke/confusion_synthetic_quadrant.png", "smoke/confusion_synthetic_top.png",
-                             "smoke/curves_synthetic.png"]
+    # A confusion figure per classification task, residuals per regression task, the highest-loss
+    # images of every task, one ensemble and one curves figure for the dataset.
+    expected = ([f"smoke/confusion_synthetic_{t}.png" for t in CLASSIFICATION]
+                + [f"smoke/residuals_synthetic_{t}.png" for t in REGRESSION]
+                + [f"smoke/hardest_synthetic_{t}.png" for t in CLASSIFICATION + REGRESSION]
+                + ["smoke/ensemble_synthetic.png", "smoke/curves_synthetic.png"])
+    assert sorted(links) == sorted(expected)
     for link in links:
         data = (reports / link).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, link
@@ -56,7 +76,7 @@ def test_store_holds_every_cell_with_provenance(smoke_run):
     n_test = suite.datasets[0].options["n_test"]
     for cell in cells:
         folder = store_dir / cell.name
-        for name in CELL_FILES:
+        for name in COMBINED_FILES if cell.members else CELL_FILES:
             assert (folder / name).stat().st_size > 0, f"{cell.name}/{name}"
         config = json.loads((folder / "config.json").read_text())
         assert config["key"] == cell.key and config["tasks"] == list(cell.tasks)
@@ -66,10 +86,15 @@ def test_store_holds_every_cell_with_provenance(smoke_run):
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["status"] == "done" and metrics["key"] == cell.key
         assert set(metrics["test"]) == set(cell.tasks)
-        history = (folder / "history.csv").read_text().splitlines()
-        assert len(history) == 1 + suite.train.epochs  # header + one row per epoch
+        if not cell.members:
+            history = (folder / "history.csv").read_text().splitlines()
+            assert len(history) == 1 + suite.train.epochs  # header + one row per epoch
         with np.load(folder / "predictions.npz") as z:
-            assert sorted(z.files) == sorted(f"{k}__{t}" for t in cell.tasks for k in ("pred", "target"))
+            required = {f"{k}__{t}" for t in cell.tasks for k in ("pred", "target")}
+            gallery = set() if cell.members else {f"gallery_{k}__{t}" for t in cell.tasks for k in GALLERY}
+            assert set(z.files) == required | gallery, cell.name
             for t in cell.tasks:
                 assert len(z[f"pred__{t}"]) == len(z[f"target__{t}"]) == n_test
                 assert np.isfinite(z[f"pred__{t}"]).all()
+                if gallery:
+                    assert len(z[f"gallery_x__{t}"]) == min(GALLERY_SIZE, n_test)

@@ -188,13 +188,18 @@ def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
     summary = run_cells(cells, store, CPU)
     assert len(summary.done) == 1 and not summary.failed
     text = write_report(suite, tmp_path / "r", tmp_path / "rep").read_text()
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    # Only the Results table: later tables (diagnostics) also start their rows with a strategy name.
+    results = text.split("## Results")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in results.splitlines() if line.startswith("| ")}
     header = [h.strip() for h in rows["strategy"].split("|")]
     col = header.index("delta_m %")
     assert rows["hard_share"].split("|")[col].strip() == "0.00 ± 0.00"
     assert rows["ensemble"].split("|")[col].strip() == "0.00"  # identical members, vs mean STL
     assert rows["stl"].split("|")[col].strip() == ""
     assert rows["cross_stitch"].split("|")[col].strip() not in ("", "-")
+    details = text.split("## Classification metrics per task")[1].split("\n## ")[0]
+    ens_rows = [r for r in details.splitlines() if r.startswith("| ") and r.split("|")[3].strip() == "ensemble"]
+    assert len(ens_rows) == 2 and all(r.split("|")[-2].strip() == "1" for r in ens_rows)  # seed-less: n=1
     assert "Maninis et al. 2019" in text and "## Ensembles" in text
     assert "| synthetic | ensemble(of=hard_share,seeds=0+1) | brightness | mae" in text
     figure = tmp_path / "rep" / "smoke" / "ensemble_synthetic.png"

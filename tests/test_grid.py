@@ -10,6 +10,7 @@ from bench.config import TrainConfig, load_suite
 from bench.grid import expand
 from conftest import SUITES
 
+# The smoke suite's cells of these entries, in grid order; cells of entries added later are not pinned here.
 SMOKE_CELLS = [
     "synthetic__stl(task=quadrant)__seed0", "synthetic__stl(task=top)__seed0",
     "synthetic__stl(task=brightness)__seed0",
@@ -17,12 +18,17 @@ SMOKE_CELLS = [
     "synthetic__stl(task=brightness)__seed1",
     "synthetic__hard_share__seed0", "synthetic__hard_share__seed1",
     "synthetic__cross_stitch__seed0", "synthetic__cross_stitch__seed1",
+    "synthetic__ensemble(of=hard_share,seeds=0+1)",
 ]
+SMOKE_IDS = ("stl", "hard_share", "cross_stitch", "ensemble")
 
 
 def test_smoke_suite_expands_to_named_cells():
-    cells = expand(load_suite(SUITES / "smoke.yaml"))
-    assert [c.name for c in cells] == SMOKE_CELLS
+    suite = load_suite(SUITES / "smoke.yaml")
+    cells = expand(suite)
+    assert [c.name for c in cells if c.strategy.id in SMOKE_IDS] == SMOKE_CELLS
+    assert {c.strategy.id for c in cells} == {st.id for st in suite.strategies}  # every entry has cells
+    assert cells[-1].name == SMOKE_CELLS[-1]  # a combined cell comes after every trained one
     by_name = {c.name: c for c in cells}
     assert by_name["synthetic__stl(task=top)__seed1"].tasks == ("top",)
     assert by_name["synthetic__stl(task=top)__seed1"].seed == 1
@@ -47,7 +53,7 @@ def test_strategy_params_appear_sorted_in_the_name(tiny_suite, write_suite):
 CHANGED = {"epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
            "weight_decay": 0.1, "schedule": "cosine", "warmup_epochs": 0.5, "label_smoothing": 0.1,
            "loss_weights": {"top": 2.0}, "crop_pad": 0, "flip": False, "select": "score",
-           "eval_batch_size": 64}
+           "eval_batch_size": 64, "tta_flip": True}
 
 
 def test_every_train_setting_has_a_changed_value():

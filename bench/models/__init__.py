@@ -109,14 +109,21 @@ class CrossStitchUnit(nn.Module):
 
 
 class CrossStitchNet(nn.Module):
-    """One backbone column per task, cross-stitch units after the chosen stages (1-based)."""
+    """One backbone column per task, cross-stitch units after the chosen stages (1-based).
+
+    `stitch_after=None` stitches after the first two stages that are not the last (trunk) stage:
+    [1, 2] for a backbone of four stages, [1] for one of two. An explicit stage outside
+    1..n_stages-1 is a ValueError.
+    """
 
     def __init__(self, make_backbone: Callable[[], Backbone], specs: dict[str, TaskSpec], *,
-                 stitch_after: list[int], self_weight: float = 0.9, heads: dict[str, dict] | None = None):
+                 stitch_after: list[int] | None = None, self_weight: float = 0.9, heads: dict[str, dict] | None = None):
         super().__init__()
         self.tasks = list(specs)
         self.columns = nn.ModuleList(make_backbone() for _ in self.tasks)
         n_stages = len(self.columns[0].stages)
+        if stitch_after is None:
+            stitch_after = [s for s in (1, 2) if s < n_stages]
         for s in stitch_after:
             if not 1 <= s < n_stages:
                 raise ValueError(f"stitch_after: stage {s} out of range 1..{n_stages - 1}")

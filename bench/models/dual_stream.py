@@ -8,7 +8,7 @@ Two streams read the same normalised image (shapes for a 32x32 input, default wi
 Stages (Backbone runs them in sequence):
   1. both streams, concatenated              -> (B, 192)   (B, 128 for spatial_only)
   2. trunk: Linear(256) BatchNorm1d ReLU      -> (B, 256)
-So cross-stitch can only stitch after stage 1 (`stitch_after: [1]`); heads read the 256 trunk
+So cross-stitch can only stitch after stage 1 (its default here); heads read the 256 trunk
 features and take seed 000's shapes from HardShare's `heads:` parameter.
 `spatial_only` is the same network without the frequency stream, for ablation.
 """

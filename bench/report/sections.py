@@ -180,7 +180,7 @@ def classification_details(d: ReportData) -> str:
             line = {"dataset": ds, "task": task, "strategy": strategy}
             for metric, label in DETAIL_COLUMNS:
                 line[label] = fmt_mean_std(srows.get(f"test_{metric}", pd.Series(dtype=float)), 100, 2)
-            table.append({**line, "n": srows.seed.nunique()})
+            table.append({**line, "n": srows.seed.nunique(dropna=False)})  # NaN seed: an ensemble, n = 1
     if not table:
         return ""
     return "## Classification metrics per task\n\nTest precision, recall and F1 in %, macro (every class " \
