@@ -2,13 +2,11 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from bench.cli import main
 from bench.config import DatasetConfig, SuiteError, TrainConfig, load_suite
 from bench.data import load_taskset
 from bench.grid import expand
@@ -34,8 +32,8 @@ def tiny_model(data) -> MultiHeadNet:
     return MultiHeadNet(backbone, data.specs)
 
 
-def trainer(epochs: int = 1) -> Trainer:
-    cfg = TrainConfig(epochs=epochs, batch_size=16, optimizer="adam", lr=1e-2, weight_decay=0.0,
+def trainer() -> Trainer:
+    cfg = TrainConfig(epochs=1, batch_size=16, optimizer="adam", lr=1e-2, weight_decay=0.0,
                       warmup_epochs=0, crop_pad=1)
     return Trainer(cfg, torch.device("cpu"), seed=0)
 
@@ -108,50 +106,28 @@ def test_replay_buffer_holds_n_inputs_per_earlier_task(data):
     assert len(distiller.replay) == 10 and distiller.batch_size == 10
 
 
-def test_bad_values_name_the_suite_entry(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("datasets: {synthetic: {tasks: [quadrant, top]}}\nseeds: [0]\n"
-                    "strategies: [{name: sequential_lwf, id: lwf, order: [top, brightness]}]\n")
-    with pytest.raises(SuiteError, match=r"strategies\.lwf .*order"):
-        expand(load_suite(path))
+def test_bad_values_name_the_suite_entry(tiny_suite, write_suite):
+    bad_order = tiny_suite(strategies=[{"name": "sequential_lwf", "id": "lwf", "order": ["top", "brightness"]}])
+    with pytest.raises(SuiteError, match=r"strategies\.lwf \(dataset synthetic\): order"):
+        expand(load_suite(write_suite(bad_order)))
+    bad_temperature = tiny_suite(strategies=[{"name": "sequential_lwf", "temperature": {"top": 0}}])
+    with pytest.raises(SuiteError, match=r"strategies\[0\]\.temperature: expected a number > 0"):
+        load_suite(write_suite(bad_temperature))
 
 
-def test_smoke_suite_runs_both_sequential_strategies():
-    names = [c.strategy.name for c in expand(load_suite(Path(__file__).parents[1] / "suites" / "smoke.yaml"))]
-    assert {"sequential_lwf", "sequential_finetune"} <= set(names)
-
-
-TINY = """
-name: tiny_seq
-backbone: {name: alexnet_cifar, width: 16}
-datasets:
-  synthetic: {tasks: [quadrant, top, brightness], val_size: 16, options: {n_train: 64, n_test: 32, image_size: 8}}
-strategies:
-  - {name: sequential_lwf, stage_epochs: 1, replay: 8}
-  - {name: sequential_finetune, stage_epochs: 1}
-seeds: [0]
-train: {epochs: 1, batch_size: 16, optimizer: adam, lr: 0.001, weight_decay: 0.0, warmup_epochs: 0}
-"""
-
-
-def test_report_has_forgetting_section_and_figure(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
-    suite = tmp_path / "tiny_seq.yaml"
-    suite.write_text(TINY)
-    args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
-    assert main(["run", *args, "--device", "cpu"]) == 0
-    report = (tmp_path / "reports" / "tiny_seq.md").read_text()
+def test_smoke_report_has_forgetting_section_and_figure(smoke_run):
+    reports, results = smoke_run["reports"], smoke_run["results"] / "smoke"
+    report = (reports / "smoke.md").read_text()
     start = report.index("## Forgetting")
     section = report[start:report.index("\n## ", start)]
     for text in ("### synthetic / sequential_lwf", "### synthetic / sequential_finetune", "| after stage",
-                 "drop ≤ 5%", "BWT", "average final", "n = 1 seeds",
-                 "![forgetting synthetic](tiny_seq/forgetting_synthetic.png)"):
+                 "drop ≤ 5%", "BWT", "average final", "n = 2 seeds",
+                 "![forgetting synthetic](smoke/forgetting_synthetic.png)"):
         assert text in section, text
     assert len(re.findall(r"\| (pass|FAIL) +\|", section)) == 6  # three tasks per strategy
-    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "tiny_seq").glob("*/metrics.json")]
-    assert len(records) == 2
-    for m in records:
-        # the runner's test metrics are the final model's: R's last row
+    assert (reports / "smoke" / "forgetting_synthetic.png").read_bytes().startswith(b"\x89PNG")
+    records = [json.loads(p.read_text()) for p in results.glob("synthetic__sequential_*/metrics.json")]
+    assert len(records) == 4
+    for m in records:  # the runner's test metrics are the final model's: R's last row
         final = [m["test"][t]["accuracy" if t != "brightness" else "mae"] for t in m["extra"]["stages"]]
         assert m["extra"]["R"][-1] == pytest.approx(final)
-    assert (tmp_path / "reports" / "tiny_seq" / "forgetting_synthetic.png").stat().st_size > 1000
