@@ -256,6 +256,10 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
         train = entry.pop("train", {})
         _check_overrides(train, f"{where}.train")
         check_params(registry.get(name), entry, where)
+        try:  # the strategy's own value checks; its messages start with the parameter's name
+            registry.get(name)(**entry)
+        except ValueError as err:
+            raise ValueError(f"{where}.{err}") from None
         out.append(StrategyConfig(
             id=sid, name=name, params=entry, backbone=backbone, train=train,
             tasks=tuple(tasks) if tasks else None,

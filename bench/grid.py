@@ -109,7 +109,10 @@ def _seeds(suite: Suite, sid: str, strategies: dict) -> list[int]:
 
 
 def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy, seed: int) -> list[Cell]:
-    subsets = strategy.cell_tasks(st.tasks or ds.tasks)
+    try:  # a strategy's own checks against the dataset's tasks (e.g. a stage order)
+        subsets = strategy.cell_tasks(st.tasks or ds.tasks)
+    except ValueError as err:
+        raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): {err}") from None
     train = merge_train(suite.train, ds.train, st.train)
     _check_loss_weights(train, ds, suite.path)
     return [Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=seed,

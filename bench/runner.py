@@ -201,7 +201,8 @@ def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):
 
 def _epoch_text(row: dict) -> str:
     vals = [f"{k[4:]}={v:.3f}" for k, v in row.items() if k.startswith("val_") and k.endswith(("accuracy", "mae"))]
-    return f"epoch {row['epoch']} loss={row['train_loss']:.3f} " + " ".join(vals)
+    stage = f"stage {row['stage']} " if row.get("stage") else ""
+    return f"{stage}epoch {row['epoch']} loss={row['train_loss']:.3f} " + " ".join(vals)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,9 +1,11 @@
 """What a task is (TaskSpec) and everything that dispatches on its kind: outputs, losses, metrics.
 
 A new task kind touches only this module. Kinds:
-- multiclass: `classes` logits, cross-entropy, accuracy + macro F1 (primary: accuracy).
-- binary: one logit, binary cross-entropy, accuracy + macro F1 (primary: accuracy).
-- regression: `dim` outputs, MSE, MAE + RMSE (primary: MAE, lower is better).
+- multiclass: `classes` logits, cross-entropy, accuracy + macro F1 (primary: accuracy);
+  distillation: KL between temperature-softened softmaxes.
+- binary: one logit, binary cross-entropy, accuracy + macro F1 (primary: accuracy);
+  distillation: KL between temperature-softened Bernoullis (sigmoids).
+- regression: `dim` outputs, MSE, MAE + RMSE (primary: MAE, lower is better); distillation: MSE.
 """
 
 from __future__ import annotations
@@ -81,6 +83,23 @@ def per_sample_loss(spec: TaskSpec, pred: np.ndarray, target: np.ndarray) -> np.
         p = pred[np.arange(len(pred)), target.astype(np.int64)]
         return -np.log(np.maximum(p, PROB_FLOOR))
     return ((pred - target.astype(np.float64).reshape(len(target), -1)) ** 2).mean(1)
+
+
+def distill(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Mean distillation loss pulling `student` outputs towards a frozen `teacher`'s. Both (B, out_dim).
+
+    Classification: T^2 * KL(teacher || student) of the outputs softened by temperature T, averaged
+    over the batch (Hinton et al. 2015; the T^2 keeps gradients the same size for any T). A binary
+    logit z becomes the two logits (0, z), whose softmax is (1 - sigmoid(z), sigmoid(z)).
+    Regression: MSE (temperature unused).
+    """
+    s, t = student.float(), teacher.float().detach()
+    if spec.kind == "regression":
+        return F.mse_loss(s, t)
+    if spec.kind == "binary":
+        s, t = F.pad(s, (1, 0)), F.pad(t, (1, 0))  # (B, 1) -> (B, 2): a zero logit first
+    log_s, log_t = F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean") * temperature**2
 
 
 def to_prediction(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from bench.data import Split, TaskSet
 from bench.tasks import TaskSpec
 
 AUGMENT_CHUNK = 16384  # images augmented per call: bounds the crop's index tensors
+# (model, normalised batch (B, C, H, W), the model's outputs on it) -> scalar added to the loss
 ExtraLoss = Callable[[nn.Module, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 EpochCallback = Callable[[dict], None]
 
@@ -63,7 +64,7 @@ class Trainer:
         opt = self._optimizer(model, lr_factors or {}, capturable=graph)
         base_lrs = [float(g["lr"]) for g in opt.param_groups]
         lr_at = self._schedule(epochs * steps_per_epoch, steps_per_epoch)
-        norm = self._normaliser(data)
+        norm = self.normaliser(data)
         weights = torch.tensor([self._weight(t) for t in specs], device=self.device)
         sums = torch.zeros(len(specs) + 2, device=self.device)  # per-task losses, extra, total
         step = self._step_fn(model, specs, opt, extra_loss, weights, sums, graph)
@@ -126,10 +127,13 @@ class Trainer:
         tasks, smoothing = list(specs), self.cfg.label_smoothing
 
         def step(xb: torch.Tensor, yb: dict[str, torch.Tensor]) -> None:
-            with self._autocast(cache=not graph):  # autocast's weight cache must be off under capture
+            # autocast's weight cache must be off under capture; an extra loss's own forward passes
+            # (e.g. a teacher's) run under the same autocast as the model's
+            with self._autocast(cache=not graph):
                 out = model(xb)
+                extra = extra_loss(model, xb, out).float() if extra_loss else None
             parts = torch.stack([T.loss(specs[t], out[t], yb[t], smoothing) for t in tasks])
-            extra = extra_loss(model, xb, out) if extra_loss else parts.new_zeros(())
+            extra = parts.new_zeros(()) if extra is None else extra
             total = (parts * weights).sum() + extra
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -182,7 +186,8 @@ class Trainer:
                 x = torch.where(mask[:, None, None, None], x.flip(3), x)
         return x, y
 
-    def _normaliser(self, data: TaskSet) -> Callable[[torch.Tensor], torch.Tensor]:
+    def normaliser(self, data: TaskSet) -> Callable[[torch.Tensor], torch.Tensor]:
+        """uint8 images -> the model's float input (also for inputs a strategy stores, e.g. replay)."""
         mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1) * 255
         inv_std = 1 / (torch.tensor(data.std, device=self.device).view(1, -1, 1, 1) * 255)
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
@@ -195,7 +200,7 @@ class Trainer:
 
     def _outputs(self, model, data, split, specs) -> dict[str, torch.Tensor]:
         model.eval()
-        norm, bs = self._normaliser(data), self.cfg.eval_batch_size
+        norm, bs = self.normaliser(data), self.cfg.eval_batch_size
         chunks: dict[str, list[torch.Tensor]] = {t: [] for t in specs}
         tta = self.cfg.tta_flip and data.flip is None  # a label-aware flip changes labels: no TTA
         for i in range(0, len(split), bs):

@@ -133,6 +133,32 @@ def training_curves(path: Path, title: str, histories: dict[str, pd.DataFrame], 
     return _save(fig, path)
 
 
+def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+                    ylabels: dict[str, str]) -> Path:
+    """One panel per task; per strategy a baseline bar (right after the task's own stage) beside a
+    final bar (after the last stage), mean over seeds with std error bars.
+
+    values: task -> strategy -> (baselines, finals), each (n_seeds,).
+    """
+    panel = max(3.2, 1.3 * max(len(v) for v in values.values()))  # inches: wider with more strategies
+    fig, axes = plt.subplots(1, len(values), figsize=(panel * len(values), 3.4), squeeze=False)
+    width = 0.38
+    for ax, (task, by_strategy) in zip(axes[0], values.items()):
+        x = np.arange(len(by_strategy))
+        bars = ((-width / 2, 0, "baseline (own stage)", 0.45), (width / 2, 1, "final", 1.0))
+        for offset, which, label, alpha in bars:
+            means = [np.mean(v[which]) for v in by_strategy.values()]
+            stds = [np.std(v[which], ddof=1) if len(v[which]) > 1 else 0.0 for v in by_strategy.values()]
+            ax.bar(x + offset, means, width, yerr=stds, capsize=3, alpha=alpha, color="tab:blue", label=label)
+        ax.set_xticks(x, list(by_strategy), rotation=20, fontsize=8)
+        ax.set_title(task, fontsize=9)
+        ax.set_ylabel(ylabels.get(task, ""))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

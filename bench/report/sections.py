@@ -389,5 +389,7 @@ def reproduce(d: ReportData) -> str:
     return f"## Reproduce\n\n```\n{d.command}\n```\n\nSuite file: `{d.suite.path}`."
 
 
+from bench.report.forgetting_section import forgetting  # noqa: E402  (late: it uses dataset_specs above)
+
 SECTIONS = [header, summary_tables, ensembles, classification_details, confusion_matrices, per_class_accuracy,
-            residual_diagnostics, hardest_examples, training_curves, failures, appendix, reproduce]
+            residual_diagnostics, hardest_examples, training_curves, forgetting, failures, appendix, reproduce]
