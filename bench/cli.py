@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         suite = load_suite(resolve_suite_path(args.suite))
         from bench.grid import expand
 
-        cells = expand(suite)
+        cells = select(expand(suite), getattr(args, "strategies", None), suite)
     except SuiteError as err:
         # escape: messages quote types like dict[str, float], which rich would take for markup
         console.print(f"[red]invalid suite[/red]: {escape(str(err))}", highlight=False)
@@ -46,6 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = perf(cells, args.epochs, args.device)
         return 1 if any(r["status"] != "done" for r in rows) else 0
     return _report(suite, args, console)
+
+
+def select(cells: list, ids: str | None, suite) -> list:
+    """Keep the cells of the comma-separated strategy ids (all when None); unknown ids are errors."""
+    if not ids:
+        return cells
+    wanted, valid = set(ids.split(",")), [s.id for s in suite.strategies]
+    unknown = wanted - set(valid)
+    if unknown:
+        raise SuiteError(f"--strategies: unknown {sorted(unknown)}; valid: {', '.join(valid)}")
+    return [c for c in cells if c.strategy.id in wanted]
 
 
 def _run(suite, cells, args, console: Console) -> int:
@@ -74,7 +85,8 @@ def _report(suite, args, console: Console, run_seconds: float | None = None) -> 
 
 
 def _command(args) -> str:
-    return "python -m bench run " + shlex.quote(args.suite)
+    only = f" --strategies {shlex.quote(args.strategies)}" if getattr(args, "strategies", None) else ""
+    return "python -m bench run " + shlex.quote(args.suite) + only
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--reports", default="reports", help="reports root (default: reports)")
         if name in ("run", "perf"):
             s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+            s.add_argument("--strategies", help="comma-separated strategy ids: run only their cells")
         if name == "perf":
             s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
         if name == "run":

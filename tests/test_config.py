@@ -21,8 +21,8 @@ from conftest import REPO, SUITES
 def test_shipped_suites_load(path):
     suite = load_suite(path)
     assert suite.name == path.stem
-    assert {"stl", "hard_share"} <= {s.name for s in suite.strategies}
-    assert isinstance(suite.train, TrainConfig)
+    assert suite.strategies and {s.name for s in suite.strategies} <= set(STRATEGIES.names())
+    assert isinstance(suite.train, TrainConfig) and expand(suite)
 
 
 def test_smoke_covers_every_strategy():

@@ -57,11 +57,11 @@ def test_every_figure_is_a_png(smoke_run):
     text = (reports / "smoke.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     # A confusion figure per classification task, residuals per regression task, the highest-loss
-    # images of every task, one ensemble and one curves figure for the dataset.
+    # images of every task, and one ensemble, forgetting and curves figure for the dataset.
     expected = ([f"smoke/confusion_synthetic_{t}.png" for t in CLASSIFICATION]
                 + [f"smoke/residuals_synthetic_{t}.png" for t in REGRESSION]
                 + [f"smoke/hardest_synthetic_{t}.png" for t in CLASSIFICATION + REGRESSION]
-                + ["smoke/ensemble_synthetic.png", "smoke/curves_synthetic.png"])
+                + ["smoke/ensemble_synthetic.png", "smoke/forgetting_synthetic.png", "smoke/curves_synthetic.png"])
     assert sorted(links) == sorted(expected)
     for link in links:
         data = (reports / link).read_bytes()
@@ -88,7 +88,9 @@ def test_store_holds_every_cell_with_provenance(smoke_run):
         assert set(metrics["test"]) == set(cell.tasks)
         if not cell.members:
             history = (folder / "history.csv").read_text().splitlines()
-            assert len(history) == 1 + suite.train.epochs  # header + one row per epoch
+            stages = metrics["extra"].get("stages", [None])  # sequential cells train one stage per task
+            epochs = cell.strategy.params.get("stage_epochs") or cell.train.epochs
+            assert len(history) == 1 + len(stages) * epochs  # header + one row per epoch
         with np.load(folder / "predictions.npz") as z:
             required = {f"{k}__{t}" for t in cell.tasks for k in ("pred", "target")}
             gallery = set() if cell.members else {f"gallery_{k}__{t}" for t in cell.tasks for k in GALLERY}
