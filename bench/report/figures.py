@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 
+PANELS_PER_ROW = 4  # strategies per row of a confusion figure; more wrap to the next row
 MAX_LABELLED_CLASSES = 40  # beyond this, one tick label per class makes a panel metres wide (shapes: 135)
 
 
@@ -23,12 +24,15 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
     mask_diagonal blanks the correct predictions and scales the colours to the largest error rate,
     so that the errors of a many-class task stay visible.
     """
-    k = len(mats)
     labelled = len(class_names) <= MAX_LABELLED_CLASSES
     size = max(3.2, 0.35 * len(class_names) + 1.5) if labelled else 8.0  # inches per panel
-    fig, axes = plt.subplots(1, k, figsize=(size * k, size), squeeze=False)
+    cols = min(len(mats), PANELS_PER_ROW)
+    rows = -(-len(mats) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[len(mats):]:
+        ax.set_visible(False)
     cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
-    for ax, (name, cm) in zip(axes[0], mats.items()):
+    for ax, (name, cm) in zip(axes.flat, mats.items()):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         if mask_diagonal:
             norm = norm.astype(float)

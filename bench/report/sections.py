@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -32,6 +31,7 @@ def header(d: ReportData) -> str:
     prov = [d.store.config(r["cell"]).get("provenance", {}) for r in d.records if d.store.config(r["cell"])]
     devices = sorted({p.get("device", "?") for p in prov})
     torch_v = sorted({p.get("torch", "?") for p in prov})
+    python_v = sorted({p.get("python", "?") for p in prov})  # of the machines that trained, not this one
     cell_wall = sum(r.get("wall_seconds", 0) for r in d.records)
     lines = [
         f"# Suite `{d.suite.name}`",
@@ -40,7 +40,7 @@ def header(d: ReportData) -> str:
         "",
         f"- Generated: {now()} from `{d.store.dir}`",
         f"- Hardware: {', '.join(devices) or 'n/a'}",
-        f"- Libraries: torch {', '.join(torch_v) or 'n/a'}, python {platform.python_version()}",
+        f"- Libraries: torch {', '.join(torch_v) or 'n/a'}, python {', '.join(python_v) or 'n/a'}",
         f"- Cells: {len(d.records)} recorded: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())),
         f"- Seeds: {', '.join(map(str, d.suite.seeds))}; every number is mean ± std over seeds (n stated)",
         f"- Time: training cells {cell_wall:.1f} s in all"
