@@ -8,6 +8,7 @@ import re
 import numpy as np
 import torch
 
+from bench import cli
 from bench.config import load_suite
 from bench.grid import code_version, expand
 from bench.runner import GALLERY_SIZE
@@ -100,3 +101,15 @@ def test_store_holds_every_cell_with_provenance(smoke_run):
                 assert np.isfinite(z[f"pred__{t}"]).all()
                 if gallery:
                     assert len(z[f"gallery_x__{t}"]) == min(GALLERY_SIZE, n_test)
+
+
+def test_report_flags_cells_from_another_config(tiny_suite, write_suite, tmp_path):
+    path = write_suite(tiny_suite())
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert cli.main(["run", str(path), "--device", "cpu", *roots]) == 0
+    assert "Stale" not in (tmp_path / "reports" / "tiny.md").read_text()
+    changed = tiny_suite()
+    changed["train"]["lr"] = 0.01  # same cell name, new key
+    write_suite(changed)
+    assert cli.main(["report", str(path), *roots]) == 0
+    assert "**Stale:** 1 of these cells" in (tmp_path / "reports" / "tiny.md").read_text()

@@ -26,6 +26,7 @@ class ReportData:
     fig_dir: Path  # reports/<suite>/
     run_seconds: float | None
     command: str
+    stale: list[str]  # cells whose stored key differs from the current grid's (older config or code)
 
     def figure_link(self, path: Path) -> str:
         return f"{self.fig_dir.name}/{path.name}"
@@ -36,12 +37,13 @@ def write_report(suite: Suite, results: Path, reports: Path, *, run_seconds: flo
     from bench.grid import expand
 
     store = Store(results, suite.name)
-    names = {c.name for c in expand(suite)}
-    records = [m for m in (store.metrics(n) for n in sorted(names)) if m is not None]
+    keys = {c.name: c.key for c in expand(suite)}
+    records = [m for m in (store.metrics(n) for n in sorted(keys)) if m is not None]
+    stale = [r["cell"] for r in records if r.get("key") != keys[r["cell"]]]
     fig_dir = reports / suite.name
     fig_dir.mkdir(parents=True, exist_ok=True)
     data = ReportData(suite=suite, store=store, records=records, rows=task_rows(records), fig_dir=fig_dir,
-                      run_seconds=run_seconds, command=command or f"python -m bench run {suite.name}")
+                      run_seconds=run_seconds, command=command or f"python -m bench run {suite.name}", stale=stale)
     from bench.report.sections import SECTIONS
 
     text = "\n\n".join(s for s in (section(data) for section in SECTIONS) if s) + "\n"

@@ -42,6 +42,8 @@ def header(d: ReportData) -> str:
         f"- Hardware: {', '.join(devices) or 'n/a'}",
         f"- Libraries: torch {', '.join(torch_v) or 'n/a'}, python {', '.join(python_v) or 'n/a'}",
         f"- Cells: {len(d.records)} recorded: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())),
+        *([f"- **Stale:** {len(d.stale)} of these cells came from another config or code version "
+           "(their key differs from the suite's now); `bench run` retrains them"] if d.stale else []),
         f"- Seeds: {', '.join(map(str, d.suite.seeds))}; every number is mean ± std over seeds (n stated)",
         f"- Time: training cells {cell_wall:.1f} s in all"
         + (f"; this run {d.run_seconds:.1f} s end to end" if d.run_seconds is not None else ""),
