@@ -24,7 +24,7 @@ from torch import nn
 
 from bench import tasks as T
 from bench.data import Split, TaskSet
-from bench.models import Backbone, CrossStitchNet, MultiHeadNet
+from bench.models import Backbone, CrossStitchNet, MultiHeadNet, check_heads
 from bench.registry import Registry
 from bench.tasks import TaskSpec
 from bench.trainer import FitResult, Trainer
@@ -65,12 +65,24 @@ class Strategy:
         raise NotImplementedError
 
 
-@STRATEGIES.register("hard_share")
 @dataclass(frozen=True, kw_only=True)
-class HardShare(Strategy):
-    """One shared backbone and trunk, one head per task."""
+class WithHeads(Strategy):
+    """Base of the strategies whose models take per-task head settings, checked before training."""
 
     heads: dict[str, dict] = field(default_factory=dict)  # task -> {hidden: [..], dropout, sigmoid}
+
+    def __post_init__(self) -> None:
+        check_heads(self.heads)
+
+    def cell_tasks(self, tasks):
+        check_heads(self.heads, tuple(tasks))
+        return super().cell_tasks(tasks)
+
+
+@STRATEGIES.register("hard_share")
+@dataclass(frozen=True, kw_only=True)
+class HardShare(WithHeads):
+    """One shared backbone and trunk, one head per task."""
 
     def build(self, specs, make_backbone):
         return MultiHeadNet(make_backbone(), specs, self.heads)
@@ -84,19 +96,18 @@ class SingleTask(HardShare):
     multi_task = False
 
     def cell_tasks(self, tasks):
-        return [(t,) for t in tasks]
+        return [(t,) for t in super().cell_tasks(tasks)[0]]
 
 
 @STRATEGIES.register("cross_stitch")
 @dataclass(frozen=True, kw_only=True)
-class CrossStitch(Strategy):
+class CrossStitch(WithHeads):
     """One backbone column per task, mixed by learned cross-stitch units after the given stages."""
 
     # 1-based backbone stages; None: after stages 1 and 2 where they are not the trunk (last) stage,
     # so [1, 2] on alexnet_cifar (as seed 001) and [1] on the two-stage dual_stream / spatial_only.
     stitch_after: list[int] | None = None
     self_weight: float = 0.9  # initial diagonal; the rest (1 - self_weight) is spread over the others
-    heads: dict[str, dict] = field(default_factory=dict)
 
     def build(self, specs, make_backbone):
         stitch_after = None if self.stitch_after is None else list(self.stitch_after)
@@ -147,6 +158,7 @@ class SequentialLwF(HardShare):
     forgetting_threshold: float = 5.0  # % drop of a task's primary metric that still passes (report)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, strict in (("temperature", True), ("distill_weight", False)):
             value = getattr(self, name)
             for v in value.values() if isinstance(value, dict) else [value]:
@@ -161,6 +173,7 @@ class SequentialLwF(HardShare):
                              "lr_current_head > 0, stage_epochs >= 1)")
 
     def cell_tasks(self, tasks):
+        super().cell_tasks(tasks)
         order = tuple(self.order) or tuple(tasks)
         if sorted(order) != sorted(tasks):
             raise ValueError(f"order: {list(order)} must name each of the tasks {list(tasks)} once")

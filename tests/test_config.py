@@ -62,6 +62,12 @@ BAD_SUITES = {
     "unknown backbone param": ("backbone.depth", 3, ["backbone.depth: unknown parameter", "dropout, width"]),
     "unknown strategy param": ("strategies", [{"name": "cross_stitch", "stitch_at": [1]}],
                                ["strategies[0].stitch_at: unknown parameter", "heads, self_weight, stitch_after"]),
+    "unknown head key": ("strategies", [{"name": "hard_share", "heads": {"quadrant": {"hiddn": [8]}}}],
+                         ["strategies[0].heads.quadrant: expected a mapping", "hidden, dropout, sigmoid"]),
+    "bad head width": ("strategies", [{"name": "stl", "heads": {"quadrant": {"hidden": 8}}}],
+                       ["strategies[0].heads.quadrant.hidden: expected a list of positive widths"]),
+    "bad head dropout": ("strategies", [{"name": "cross_stitch", "heads": {"top": {"dropout": 1.5}}}],
+                         ["strategies[0].heads.top.dropout: expected a number in [0, 1)"]),
     "empty strategies": ("strategies", [], ["strategies: expected a non-empty list", ", ".join(STRATEGIES.names())]),
     "empty datasets": ("datasets", {}, ["datasets: empty", ", ".join(DATASETS.names())]),
     "seeds not integers": ("seeds", [0, "one"], ["seeds: expected a non-empty list of integers", "'one'"]),
@@ -136,3 +142,11 @@ def test_cli_validate_good_suite_lists_cells(capsys):
     expected = [c.name for c in expand(load_suite(SUITES / "smoke.yaml"))]
     assert names == expected and "synthetic__stl(task=quadrant)__seed0" in names
     assert f"ok, {len(expected)} cells" in _normalise(out.err)
+
+
+@pytest.mark.parametrize("strategy", ["hard_share", "stl", "cross_stitch", "sequential_lwf"])
+def test_heads_for_unknown_task_refused_by_grid(tiny_suite, write_suite, strategy):
+    raw = tiny_suite(strategies=[{"name": strategy, "heads": {"colour": {"hidden": [8]}}}])
+    suite = load_suite(write_suite(raw))  # head task names are checked against the dataset by the grid
+    with pytest.raises(SuiteError, match=r"heads\.colour: not a task of this cell; valid: quadrant"):
+        expand(suite)

@@ -62,11 +62,24 @@ def make_head(in_dim: int, spec: TaskSpec, *, hidden: list[int] | tuple[int, ...
 HEAD_KEYS = ("hidden", "dropout", "sigmoid")
 
 
-def make_heads(in_dim: int, specs: dict[str, TaskSpec], heads: dict[str, dict]) -> nn.ModuleDict:
+def check_heads(heads: dict[str, dict], tasks: tuple[str, ...] | None = None) -> None:
+    """ValueError for a malformed `heads` parameter: unknown tasks (when given) or keys, bad values."""
     for task, cfg in heads.items():
-        unknown = set(cfg) - set(HEAD_KEYS)
-        if unknown:
-            raise ValueError(f"heads.{task}: unknown keys {sorted(unknown)}; valid: {', '.join(HEAD_KEYS)}")
+        if tasks is not None and task not in tasks:
+            raise ValueError(f"heads.{task}: not a task of this cell; valid: {', '.join(tasks)}")
+        if not isinstance(cfg, dict) or set(cfg) - set(HEAD_KEYS):
+            raise ValueError(f"heads.{task}: expected a mapping with keys from {', '.join(HEAD_KEYS)}, got {cfg!r}")
+        hidden, dropout = cfg.get("hidden", []), cfg.get("dropout", 0.0)
+        if not isinstance(hidden, list) or not all(isinstance(w, int) and w > 0 for w in hidden):
+            raise ValueError(f"heads.{task}.hidden: expected a list of positive widths, got {hidden!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"heads.{task}.dropout: expected a number in [0, 1), got {dropout!r}")
+        if not isinstance(cfg.get("sigmoid", False), bool):
+            raise ValueError(f"heads.{task}.sigmoid: expected true or false, got {cfg['sigmoid']!r}")
+
+
+def make_heads(in_dim: int, specs: dict[str, TaskSpec], heads: dict[str, dict]) -> nn.ModuleDict:
+    check_heads(heads)
     return nn.ModuleDict({t: make_head(in_dim, s, **heads.get(t, {})) for t, s in specs.items()})
 
 
