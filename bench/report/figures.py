@@ -132,7 +132,8 @@ def training_curves(path: Path, title: str, histories: dict[str, pd.DataFrame], 
         ax.set_title(col, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # no lines when no cell has a history
+        axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
 
