@@ -192,10 +192,8 @@ def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):
     build = BACKBONES.get(cell.backbone.name)
     gen = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data.train), generator=gen)[:STATS_SAMPLE].to(data.train.x.device)
-    x = data.train.x[idx].float().div(255)
-    mean = torch.tensor(data.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=x.device).view(1, -1, 1, 1)
-    ctx = BackboneContext(in_channels=data.in_channels, image_size=data.image_size, sample=(x - mean) / std)
+    sample = data.standardise(data.train.x[idx])
+    ctx = BackboneContext(in_channels=data.in_channels, image_size=data.image_size, sample=sample)
     return lambda: build(ctx, **cell.backbone.params)
 
 

@@ -188,13 +188,11 @@ class Trainer:
 
     def normaliser(self, data: TaskSet) -> Callable[[torch.Tensor], torch.Tensor]:
         """uint8 images -> the model's float input (also for inputs a strategy stores, e.g. replay)."""
-        mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1) * 255
-        inv_std = 1 / (torch.tensor(data.std, device=self.device).view(1, -1, 1, 1) * 255)
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
         dtype = torch.bfloat16 if self.cuda else torch.float32  # autocast casts to bf16 anyway
 
         def norm(x: torch.Tensor) -> torch.Tensor:
-            return ((x.float() - mean) * inv_std).to(dtype).contiguous(memory_format=fmt)
+            return data.standardise(x).to(dtype).contiguous(memory_format=fmt)
 
         return norm
 

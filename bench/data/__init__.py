@@ -71,6 +71,12 @@ class TaskSet:
     notes: list[str] = field(default_factory=list)
     flip: Augment | None = None
 
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, C, H, W) -> float32, standardised per channel with the train statistics."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1) * 255
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) * 255
+        return (x.float() - mean) / std
+
     @property
     def in_channels(self) -> int:
         return self.train.x.shape[1]

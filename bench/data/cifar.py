@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gzip
 import io
-import warnings
 import os
 import pickle
 import tarfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

@@ -28,7 +28,8 @@ TOP_PAIRS = 10  # confused class pairs listed per strategy
 
 def header(d: ReportData) -> str:
     status = Counter(r["status"] for r in d.records)
-    prov = [d.store.config(r["cell"]).get("provenance", {}) for r in d.records if d.store.config(r["cell"])]
+    configs = [d.store.config(r["cell"]) for r in d.records]
+    prov = [c.get("provenance", {}) for c in configs if c]
     devices = sorted({p.get("device", "?") for p in prov})
     torch_v = sorted({p.get("torch", "?") for p in prov})
     python_v = sorted({p.get("python", "?") for p in prov})  # of the machines that trained, not this one
