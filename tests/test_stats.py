@@ -1,0 +1,155 @@
+"""The report's statistics against scipy, scikit-learn, torchmetrics and hand-worked numbers.
+
+Each test would fail for the usual slips: population instead of sample std, a one-sided p, Holm
+without its running maximum, McNemar's b and c swapped, images resampled separately per seed,
+macro averages over the target labels only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from bench.report import stats as S
+
+CIFAR = Path(__file__).resolve().parents[1] / "results" / "cifar_mtl"
+
+
+# --- seed-level statistics -------------------------------------------------------------------------
+
+def test_t_interval_hand_and_scipy():
+    # [1, 2, 3, 4]: mean 2.5, s = 1.2910 (ddof=1), se = 0.6455, t_{0.975, 3} = 3.1824 -> +- 2.0543
+    mean, low, high, n = S.t_interval([1.0, 2.0, 3.0, 4.0])
+    assert (mean, n) == (2.5, 4)
+    assert (low, high) == pytest.approx((0.44573, 4.55427), abs=1e-5)  # ddof=0 would give +- 1.779
+    v = np.array([0.8384, 0.8445, 0.8352, 0.8411, 0.8290])
+    want = st.t.interval(0.9, len(v) - 1, loc=v.mean(), scale=st.sem(v))
+    assert S.t_interval(v, 0.9)[1:3] == pytest.approx(want, rel=1e-12)
+    assert S.t_interval(v)[1:3] == pytest.approx(tuple(st.ttest_1samp(v, 0).confidence_interval(0.95)), rel=1e-12)
+
+
+def test_t_interval_small_and_invalid():
+    assert S.t_interval([3.0, math.nan, None])[0] == 3.0 and S.t_interval([3.0, math.nan])[3] == 1
+    assert all(math.isnan(x) for x in S.t_interval([3.0])[1:3])  # one seed: no interval
+    assert math.isnan(S.t_interval([])[0]) and S.t_interval([]).n == 0
+    with pytest.raises(ValueError, match="confidence"):
+        S.t_interval([1.0, 2.0], 95)
+
+
+def test_paired_difference_matches_ttest_rel():
+    a, b = np.array([84.1, 83.7, 84.9, 83.2]), np.array([84.5, 84.0, 84.6, 84.1])
+    d = S.paired_difference(a, b)
+    ref = st.ttest_rel(a, b)
+    assert d.p == pytest.approx(ref.pvalue, rel=1e-12)  # two-sided: a one-sided p would be half (or 1 - half)
+    assert (d.low, d.high) == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-12)
+    assert d.differences == pytest.approx(tuple(a - b)) and d.n == 4
+    assert d.mean == pytest.approx(-0.325)
+    assert d.percent == pytest.approx(100 * -0.325 / b.mean())
+    assert d.percent_low == pytest.approx(100 * d.low / b.mean())
+
+
+def test_paired_difference_edges():
+    same = S.paired_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same.mean == 0 and same.p == 1.0  # scipy says NaN for zero spread; nothing differs
+    one = S.paired_difference([1.0], [0.5])
+    assert one.n == 1 and math.isnan(one.p) and math.isnan(one.low)
+    with pytest.raises(ValueError, match="equal length"):
+        S.paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        S.paired_difference([1.0, math.nan], [1.0, 2.0])
+
+
+def test_pair_by_seed_keeps_seeds_present_in_both():
+    seeds, a, b = S.pair_by_seed({0: 0.8, 1: 0.7, 2: math.nan, 3: 0.9}, {1: 0.6, 0: 0.5, 2: 0.4, 4: 0.3})
+    assert seeds == [0, 1] and a.tolist() == [0.8, 0.7] and b.tolist() == [0.5, 0.6]
+
+
+def test_holm_hand_worked():
+    # Wikipedia, "Holm-Bonferroni method", example: p = 0.01, 0.04, 0.03, 0.005 at alpha 0.05 rejects
+    # H1 and H4. Sorted: 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04 -> 0.06
+    # (the running maximum keeps the adjusted values in the order of the raw ones).
+    assert S.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert S.holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])
+    assert S.holm([0.9, 0.6]).tolist() == [1.0, 1.0]  # 2 x 0.6 = 1.2, capped at 1
+
+
+def test_holm_nan_passes_through_and_does_not_count():
+    out = S.holm([0.01, math.nan, 0.04])
+    assert math.isnan(out[1]) and out[[0, 2]] == pytest.approx([0.02, 0.04])  # m = 2, not 3
+    assert S.holm([]).shape == (0,)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        S.holm([0.5, 1.2])
+
+
+def _holm_rejects(p: np.ndarray, alpha: float) -> np.ndarray:
+    """Holm's procedure as he states it: step through the sorted p-values, reject while p_(j) <= alpha / (m - j + 1)."""
+    reject, m = np.zeros(len(p), bool), len(p)
+    for j, i in enumerate(np.argsort(p, kind="stable")):
+        if p[i] > alpha / (m - j):
+            break
+        reject[i] = True
+    return reject
+
+
+def test_holm_adjusted_p_is_the_smallest_level_that_rejects():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = np.concatenate([rng.uniform(0, 0.02, rng.integers(1, 5)), rng.uniform(0, 1, rng.integers(0, 8))])
+        adj = S.holm(p)
+        for alpha in (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
+            assert np.array_equal(adj <= alpha, _holm_rejects(p, alpha)), (p, alpha)
+
+
+def test_holm_matches_statsmodels():
+    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
+    p = np.random.default_rng(1).uniform(0, 0.1, 12)
+    assert S.holm(p) == pytest.approx(multipletests(p, method="holm")[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("difference, p, higher, want", [
+    (+1.2, 0.01, True, "win"), (-1.2, 0.01, True, "loss"), (+1.2, 0.2, True, "tie"),
+    (-0.004, 0.01, False, "win"), (+0.004, 0.01, False, "loss"),  # MAE: lower is better
+    (+1.2, 0.05, True, "tie"),  # significant means adjusted p < alpha
+    (+1.2, math.nan, True, "n/a"),
+])
+def test_win_tie_loss(difference, p, higher, want):
+    assert S.win_tie_loss(difference, p, higher) == want
+
+
+def _cifar_accuracy(cell: str, task: str) -> float:
+    return json.loads((CIFAR / cell / "metrics.json").read_text())["test"][task]["accuracy"]
+
+
+def test_delta_m_interval_reproduces_cifar_mtl_hard_share():
+    """Issue 8's example: hard sharing's delta_m +0.29 +- 0.32 (n = 3) has a 95% t-interval of about
+    [-0.51, +1.10] and p about 0.26 (committed results, seeds 0-2, each paired with STL's seed)."""
+    tasks = ("class10", "animal")
+    per_seed = [S.delta_m({t: _cifar_accuracy(f"cifar10__hard_share__seed{s}", t) for t in tasks},
+                          {t: _cifar_accuracy(f"cifar10__stl(task={t})__seed{s}", t) for t in tasks},
+                          dict.fromkeys(tasks, True)) for s in range(3)]
+    assert S.fmt_mean_std(per_seed) == "0.29 ± 0.32"
+    mean, low, high, n = S.delta_m_interval(per_seed)
+    assert n == 3 and mean == pytest.approx(0.2927, abs=1e-4)
+    assert (low, high) == pytest.approx((-0.5117, 1.0970), abs=1e-4)
+    assert S.ttest_p(per_seed) == pytest.approx(0.2579, abs=1e-4)
+
+
+def test_binomial_se_against_scipy():
+    assert S.binomial_se(0.8384, 10_000) == pytest.approx(st.binom(10_000, 0.8384).std() / 10_000, rel=1e-12)
+    assert S.binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert S.binomial_se(1.0, 50) == 0.0
+    with pytest.raises(ValueError, match="fraction"):
+        S.binomial_se(83.84, 10_000)
+    with pytest.raises(ValueError, match="positive"):
+        S.binomial_se(0.5, 0)
+
+
+def test_mean_std_unchanged():
+    assert S.mean_std([1.0, 2.0, math.nan, 3.0]) == (2.0, 1.0, 3)
+    assert S.fmt_mean_std([0.5], 100) == "50.00" and S.fmt_mean_std([]) == "-"
+    assert S.delta_m({"a": 0.9, "m": 0.9}, {"a": 1.0, "m": 1.0}, {"a": True, "m": False}) == pytest.approx(0.0)
