@@ -16,6 +16,8 @@ import pytest
 from scipy import stats as st
 
 from bench.report import stats as S
+from bench.report.prediction_stats import (NLL_FLOOR, bootstrap_difference, expected_calibration_error,
+                                           mcnemar_exact, nll)
 
 CIFAR = Path(__file__).resolve().parents[1] / "results" / "cifar_mtl"
 
@@ -153,3 +155,128 @@ def test_mean_std_unchanged():
     assert S.mean_std([1.0, 2.0, math.nan, 3.0]) == (2.0, 1.0, 3)
     assert S.fmt_mean_std([0.5], 100) == "50.00" and S.fmt_mean_std([]) == "-"
     assert S.delta_m({"a": 0.9, "m": 0.9}, {"a": 1.0, "m": 1.0}, {"a": True, "m": False}) == pytest.approx(0.0)
+
+
+# --- paired tests on the test images ---------------------------------------------------------------
+
+def test_mcnemar_exact_hand_and_binomtest():
+    a = np.array([1] * 7 + [0] * 2 + [1] * 5 + [0] * 3, bool)  # 7 only A right, 2 only B right, 5 both, 3 neither
+    b = np.array([0] * 7 + [1] * 2 + [1] * 5 + [0] * 3, bool)
+    res = mcnemar_exact(a, b)
+    assert (res.b, res.c) == (7, 2)
+    assert res.p == pytest.approx(92 / 512)  # P(X <= 2) + P(X >= 7), X ~ Bin(9, 1/2): 2 (1 + 9 + 36) / 512
+    assert res.p == pytest.approx(st.binomtest(7, 9, 0.5).pvalue)
+    assert mcnemar_exact(b, a)[:2] == (2, 7)
+    assert mcnemar_exact(a, a) == (0, 0, 1.0)
+    with pytest.raises(ValueError, match="same|both"):
+        mcnemar_exact(a, b[:-1])
+
+
+def test_bootstrap_identical_models():
+    c = np.random.default_rng(0).random((3, 1000)) < 0.8
+    res = bootstrap_difference(c, c, n_boot=2000)
+    assert (res.mean, res.low, res.high, res.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_bootstrap_clear_difference():
+    b = np.ones((3, 2000), bool)
+    b[:, :600] = False  # B wrong on 30% of the images, A right everywhere
+    a = np.ones_like(b)
+    res = bootstrap_difference(a, b, n_boot=5000)
+    assert res.mean == pytest.approx(0.3) and res.low > 0.27 and res.high < 0.33
+    assert res.p == pytest.approx(2 / 5001)  # the smallest p this many replicates can give
+    swapped = bootstrap_difference(b, a, n_boot=5000)
+    assert swapped.mean == pytest.approx(-0.3) and swapped.high < 0 and swapped.p == res.p
+    assert bootstrap_difference(a, b, n_boot=500, seed=3) == bootstrap_difference(a, b, n_boot=500, seed=3)
+
+
+def test_bootstrap_spread_images_shared_across_seeds():
+    rng = np.random.default_rng(1)
+    n = 4000
+    a1, b1 = rng.random(n) < 0.85, rng.random(n) < 0.80
+    sd_image = np.sqrt((a1.astype(float) - b1).var() / n)  # the image bootstrap's SE of a mean difference
+    one = bootstrap_difference(a1[None], b1[None], n_boot=4000)
+    assert (one.high - one.low) / (2 * 1.96) == pytest.approx(sd_image, rel=0.1)
+    # Three seeds that agree on every image: resampling images per seed independently would shrink the
+    # spread by sqrt(3); shared images keep it.
+    three = bootstrap_difference(np.tile(a1, (3, 1)), np.tile(b1, (3, 1)), n_boot=4000)
+    assert (three.high - three.low) / (2 * 1.96) == pytest.approx(sd_image, rel=0.1)
+
+
+def test_bootstrap_spread_over_seeds():
+    # Each seed right on a fixed share of images, no image noise within a seed (A's images nest B's):
+    # the spread is the seeds' bootstrap spread, sqrt(var_pop(seed differences) / S).
+    n, shares = 1000, [0.02, 0.05, 0.08, 0.11]
+    a = np.ones((4, n), bool)
+    b = np.stack([np.arange(n) >= s * n for s in shares])
+    res = bootstrap_difference(a, b, n_boot=8000)
+    assert res.mean == pytest.approx(np.mean(shares))
+    boot_sd = np.std(shares) / 2  # ddof=0, S = 4
+    assert (res.high - res.low) / (2 * 1.96) == pytest.approx(boot_sd, rel=0.15)
+
+
+def test_bootstrap_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(S, N\)"):
+        bootstrap_difference(np.ones(5, bool), np.ones(5, bool))
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_difference(np.ones((2, 5), bool), np.ones((2, 5), bool), n_boot=0)
+
+
+# --- calibration -----------------------------------------------------------------------------------
+
+def _random_probs(rng: np.random.Generator, n: int, classes: int, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    logits = rng.normal(0, 2.0, (n, classes))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    targets = np.where(rng.random(n) < 0.6, probs.argmax(1), rng.integers(0, classes, n))  # roughly calibrated
+    return probs.astype(dtype), targets
+
+
+@pytest.mark.parametrize("classes", [2, 10, 135])
+def test_nll_matches_sklearn_log_loss(classes):
+    log_loss = pytest.importorskip("sklearn.metrics").log_loss
+    probs, targets = _random_probs(np.random.default_rng(classes), 3000, classes)
+    assert nll(probs, targets) == pytest.approx(log_loss(targets, probs, labels=np.arange(classes)), rel=1e-10)
+
+
+def test_nll_floor_for_float16_zeros():
+    probs = np.array([[1.0, 0.0], [0.5, 0.5]], np.float16)  # image 0: the true class was rounded to 0
+    assert nll(probs, np.array([1, 0])) == pytest.approx((24 * math.log(2) + math.log(2)) / 2)
+    assert NLL_FLOOR == np.finfo(np.float16).smallest_subnormal
+    with pytest.raises(ValueError, match="logits"):
+        nll(np.array([[2.0, -1.0]]), np.array([0]))
+    with pytest.raises(ValueError, match="targets"):
+        nll(np.array([[0.5, 0.5]]), np.array([2]))
+
+
+@pytest.mark.parametrize("classes, n_bins", [(2, 15), (10, 15), (10, 7), (135, 15)])
+def test_ece_matches_torchmetrics(classes, n_bins):
+    tm = pytest.importorskip("torchmetrics.classification")
+    torch = pytest.importorskip("torch")
+    probs, targets = _random_probs(np.random.default_rng(classes + n_bins), 4000, classes, np.float32)
+    metric = tm.MulticlassCalibrationError(num_classes=classes, n_bins=n_bins, norm="l1")
+    want = float(metric(torch.from_numpy(probs), torch.from_numpy(targets)))
+    got = expected_calibration_error(probs, targets, n_bins)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert got > 0.01  # the data are miscalibrated enough that a broken binning would show
+
+
+def test_ece_hand_and_bin_edges():
+    # Two images in bin (0.6, 0.8]: confidences 0.7 and 0.8, one right -> |0.5 - 0.75| * 2/4;
+    # two in (0.8, 1.0]: confidence 1.0 (wrong) and 0.9 (right) -> |0.5 - 0.95| * 2/4. ECE = 0.35.
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [1.0, 0.0], [0.1, 0.9]])
+    targets = np.array([0, 0, 1, 1])
+    assert expected_calibration_error(probs, targets, n_bins=5) == pytest.approx(0.125 + 0.225)
+    assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
+    with pytest.raises(ValueError, match="n_bins"):
+        expected_calibration_error(probs, targets, n_bins=0)
+
+
+def test_ece_edges_differ_from_torchmetrics_as_documented():
+    # torchmetrics bins [lo, hi) plus a bin for exactly 1.0: 0.7 alone (|1 - 0.7| x 1/4), 0.8 with
+    # 0.9 (|0.5 - 0.85| x 2/4), 1.0 alone (|0 - 1| x 1/4): 0.5, where Guo et al.'s bins give 0.35.
+    tm = pytest.importorskip("torchmetrics.classification")
+    torch = pytest.importorskip("torch")
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [1.0, 0.0], [0.1, 0.9]])
+    targets = np.array([0, 0, 1, 1])
+    metric = tm.MulticlassCalibrationError(num_classes=2, n_bins=5, norm="l1")
+    assert float(metric(torch.tensor(probs), torch.tensor(targets))) == pytest.approx(0.5)
