@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from scipy import stats as st
 
 from bench.report import stats as S
+from bench.report.classification_metrics import classification_metrics
 from bench.report.prediction_stats import (NLL_FLOOR, bootstrap_difference, expected_calibration_error,
                                            mcnemar_exact, nll)
 
@@ -280,3 +282,43 @@ def test_ece_edges_differ_from_torchmetrics_as_documented():
     targets = np.array([0, 0, 1, 1])
     metric = tm.MulticlassCalibrationError(num_classes=2, n_bins=5, norm="l1")
     assert float(metric(torch.tensor(probs), torch.tensor(targets))) == pytest.approx(0.5)
+
+
+# --- scikit-learn-compatible classification metrics ------------------------------------------------
+
+def test_classification_metrics_issue_example():
+    # Issue 12, item 9: label 2 is only predicted; scikit-learn averages over {0, 1, 2}.
+    m = classification_metrics(np.array([0, 0, 1, 2]), np.array([0, 0, 1, 1]), classes=3)
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)  # 0.556, not 0.833
+    assert m["accuracy"] == 0.75 and m["weighted_recall"] == 0.75
+    assert m["macro_precision"] == pytest.approx((1 + 1 + 0) / 3)
+
+
+def _sklearn_metrics(y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    skm = pytest.importorskip("sklearn.metrics")
+    out = {"accuracy": skm.accuracy_score(y_true, y_pred)}
+    for average in ("macro", "weighted"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns where it sets 0 (zero_division="warn")
+            p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=average)
+        out.update({f"{average}_precision": p, f"{average}_recall": r, f"{average}_f1": f})
+    return out
+
+
+@pytest.mark.parametrize("classes, n, used", [(2, 50, 2), (10, 200, 10), (10, 60, 6), (135, 500, 135), (135, 300, 40)])
+def test_classification_metrics_match_sklearn(classes, n, used):
+    rng = np.random.default_rng(classes * 1000 + n)
+    for _ in range(20):
+        y_true = rng.choice(rng.choice(classes, used, replace=False), n)  # `used` < classes leaves labels absent
+        y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, classes, n))  # some labels only predicted
+        got, want = classification_metrics(y_pred, y_true, classes), _sklearn_metrics(y_pred, y_true)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_classification_metrics_reject_bad_labels():
+    with pytest.raises(ValueError, match=r"y_pred must hold integer labels in \[0, 3\)"):
+        classification_metrics(np.array([0, 3]), np.array([0, 1]), classes=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        classification_metrics(np.array([], int), np.array([], int), classes=3)
