@@ -57,7 +57,8 @@ def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: i
     correct_a - correct_b over the resampled cells. The interval is the percentile interval; p is the
     smallest two-sided level at which that interval excludes 0,
     p = min(1, 2 min(1 + #{t* <= 0}, 1 + #{t* >= 0}) / (n_boot + 1)), so identical models give p = 1
-    and the smallest p is 2 / (n_boot + 1) (2e-4 at 10,000: enough for Holm over ~250 comparisons).
+    and the smallest p is 2 / (n_boot + 1) (2e-4 at 10,000: Holm can still reach 0.05 over fewer than
+    250 comparisons).
 
     Why this and not McNemar per seed: S McNemar p-values are S tests that condition on each trained
     model and ignore seed-to-seed variation; this gives one interval and one p-value that carry both
