@@ -1,7 +1,8 @@
 """Classification kinds: `multiclass` (C logits, softmax) and `binary` (one logit, sigmoid).
 
 Targets: (N,) int64 class indices. Predictions: class probabilities (N, C) (binary: (N, 2)).
-Metrics: accuracy (primary) and macro / weighted precision, recall and F1.
+Metrics: accuracy (primary) and macro / weighted precision, recall and F1 as scikit-learn
+defines them (macro over the labels present in the targets or the predictions).
 Distillation: T^2 * KL(teacher || student) of temperature-softened distributions (Hinton et al.
 2015); a binary logit z is the two-class distribution (1 - sigmoid(z), sigmoid(z)).
 """
@@ -137,17 +138,36 @@ def confusion(y_pred: np.ndarray, y_true: np.ndarray, classes: int) -> np.ndarra
 
 
 def classification_metrics(y_pred: np.ndarray, y_true: np.ndarray, classes: int) -> dict[str, float]:
-    """Accuracy plus macro / weighted precision, recall and F1 over the classes present in y_true."""
-    cm = confusion(y_pred, y_true, classes).astype(float)
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = support > 0
-    weights = support / support.sum()
-    out = {"accuracy": float(tp.sum() / cm.sum())}
-    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+    """accuracy, and macro_ / weighted_ precision, recall and f1, each a fraction in [0, 1].
+
+    `y_pred`, `y_true`: (N,) integer class indices in [0, classes). Per label k, with tp, fp, fn its
+    counts: precision = tp / (tp + fp), recall = tp / (tp + fn), F1 = 2 tp / (2 tp + fp + fn), and 0
+    where a denominator is 0 (scikit-learn's zero_division default, which also warns; this does not).
+    Macro: the unweighted mean over the labels present in y_true *or* y_pred, as scikit-learn's
+    `unique_labels` (a label only predicted has recall 0 and F1 0 and pulls the average down).
+    Weighted: by each label's support (count in y_true), so weighted recall = accuracy. Equals
+    sklearn.metrics.accuracy_score and precision_recall_fscore_support(average="macro" / "weighted")
+    with labels=None (tested), in numpy only: training scores with it and must not import sklearn.
+    Raises ValueError for empty or mismatched inputs or labels out of range.
+    """
+    y_pred, y_true = np.asarray(y_pred), np.asarray(y_true)
+    if y_pred.shape != y_true.shape or y_pred.ndim != 1 or len(y_true) == 0:
+        raise ValueError(f"y_pred and y_true must be non-empty (N,), got {y_pred.shape} and {y_true.shape}")
+    for name, y in (("y_pred", y_pred), ("y_true", y_true)):
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= classes:
+            raise ValueError(f"{name} must hold integer labels in [0, {classes})")
+    cm = confusion(y_pred, y_true, classes)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)  # (classes,) each; rows are true labels
+    fp, fn = predicted - tp, support - tp
+    present = (support + predicted) > 0  # scikit-learn's labels: seen in y_true or y_pred
+    scores = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+    out = {"accuracy": float(tp.sum() / len(y_true))}
+    for name, values in scores.items():
         out[f"macro_{name}"] = float(values[present].mean())
-        out[f"weighted_{name}"] = float((values * weights).sum())
+        out[f"weighted_{name}"] = float((values * support).sum() / support.sum())
     return out
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den per label, 0 where den is 0 (zero_division=0)."""
+    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
