@@ -60,6 +60,7 @@ class Trainer:
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
+        images_per_epoch = min(steps_per_epoch * cfg.batch_size, len(train))  # a batch larger than train holds all of it
         graph = self._use_graph(extra_loss)
         opt = self._optimizer(model, lr_factors or {}, capturable=graph)
         base_lrs = [float(g["lr"]) for g in opt.param_groups]
@@ -80,7 +81,7 @@ class Trainer:
             train_seconds += seconds
             row = self._epoch_row(epoch, stage, list(specs), self._checked(sums), steps_per_epoch, opt)
             row["train_seconds"] = seconds
-            row["images_per_second"] = steps_per_epoch * cfg.batch_size / seconds
+            row["images_per_second"] = images_per_epoch / seconds
             val = self.evaluate(model, data, data.val, specs)
             row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
             row["val_loss"] = sum(self._weight(t) * val[t]["loss"] for t in specs)
@@ -91,7 +92,7 @@ class Trainer:
                 best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
         model.load_state_dict(best[3])
         return FitResult(history=history, best_epoch=best[1], val_metrics=best[2],
-                         train_seconds=train_seconds, images=epochs * steps_per_epoch * cfg.batch_size)
+                         train_seconds=train_seconds, images=epochs * images_per_epoch)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: TaskSet, split: Split, specs: dict[str, TaskSpec]) -> dict[str, torch.Tensor]:
