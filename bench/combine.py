@@ -10,12 +10,10 @@ identical members shows a gain of exactly 0.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 
-from bench import tasks as T
 from bench.grid import Cell
+from bench.kinds import TaskSpec
 from bench.store import Store
 from bench.strategies import STRATEGIES
 
@@ -31,15 +29,15 @@ def combine_cell(cell: Cell, store: Store) -> dict:
     strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
     records = {m.name: _finished(store, m) for m in cell.members}
     preds = {name: store.predictions(name) for name in records}
-    specs = {t: T.TaskSpec.from_dict(s) for r in records.values() for t, s in r["specs"].items()}
+    specs = {t: TaskSpec.from_dict(s) for r in records.values() for t, s in r["specs"].items()}
     test, arrays, members = {}, {}, {name: {} for name in records}
     for t in cell.tasks:
         names = [n for n in records if t in records[n]["tasks"]]  # STL members are per task
         target = _same_target([preds[n][f"target__{t}"] for n in names], t)
         for n in names:
-            members[n][t] = T.metrics(specs[t], preds[n][f"pred__{t}"].astype(np.float32), target)
-        pred = strategy.combine([preds[n][f"pred__{t}"] for n in names])
-        test[t] = T.metrics(specs[t], pred, target)
+            members[n][t] = specs[t].metrics(preds[n][f"pred__{t}"].astype(np.float32), target)
+        pred = strategy.combine(specs[t], [preds[n][f"pred__{t}"] for n in names])
+        test[t] = specs[t].metrics(pred, target)
         arrays[f"pred__{t}"], arrays[f"target__{t}"] = pred.astype(np.float16), target
     store.write_predictions(cell.name, arrays)
     return {
@@ -48,8 +46,8 @@ def combine_cell(cell: Cell, store: Store) -> dict:
         "train_seconds": sum(r["train_seconds"] for r in records.values()),
         "images_per_second": None, "peak_memory_mb": None,
         "notes": sorted({n for r in records.values() for n in r.get("notes", [])}),
-        "extra": {"members": members, **member_gains(test, members)},
-        "specs": {t: asdict(specs[t]) for t in cell.tasks},
+        "extra": {"members": members, **member_gains(test, members, specs)},
+        "specs": {t: specs[t].to_dict() for t in cell.tasks},
     }
 
 
@@ -70,8 +68,9 @@ def _same_target(targets: list[np.ndarray], task: str) -> np.ndarray:
     return targets[0]
 
 
-def member_gains(test: Metrics, members: dict[str, Metrics]) -> dict[str, Metrics]:
-    """Per task and metric: combined - mean member, and combined - best member (by the metric's direction).
+def member_gains(test: Metrics, members: dict[str, Metrics], specs: dict[str, TaskSpec]) -> dict[str, Metrics]:
+    """Per task and metric: combined - mean member, and combined - best member (by the metric's
+    direction, which the task's kind knows).
 
     Raw differences: for a lower-is-better metric (MAE) a negative gain is an improvement.
     """
@@ -80,7 +79,7 @@ def member_gains(test: Metrics, members: dict[str, Metrics]) -> dict[str, Metric
     for t, metrics in test.items():
         for metric, value in metrics.items():
             values = [m[t][metric] for m in members.values() if t in m]
-            best = max(values) if T.higher_is_better(metric) else min(values)
+            best = max(values) if specs[t].better_high(metric) else min(values)
             vs_mean.setdefault(t, {})[metric] = value - float(np.mean(values))
             vs_best.setdefault(t, {})[metric] = value - best
     return {"gain_vs_mean": vs_mean, "gain_vs_best": vs_best}

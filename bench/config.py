@@ -65,6 +65,9 @@ class DatasetConfig:
     download: bool = False  # allow torchvision's download when no local copy is found
     options: dict[str, Any] = field(default_factory=dict)  # the dataset's own parameters
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    # A union entry: the registered datasets whose tasks it joins (each image labelled for its own
+    # part's tasks only); then `name` is the entry's id and `tasks` all the parts' tasks, in order.
+    parts: tuple["DatasetConfig", ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,21 +216,62 @@ def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
     out = []
     for name, body in raw.items():
         where = f"datasets.{name}"
-        if name not in registry:
-            raise ValueError(f"{where}: unknown dataset {name!r}; valid: {', '.join(registry.names())}")
         body = dict(_mapping(body or {}, where))
-        loader = registry.get(name)
-        tasks = body.pop("tasks", list(loader.tasks))
-        if not isinstance(tasks, list) or not tasks:
-            raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(loader.tasks)}")
-        for t in tasks:
-            if t not in loader.tasks:
-                raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(loader.tasks)}")
-        cfg = _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks))
-        check_params(loader, cfg.options, f"{where}.options")
+        if "union" in body:
+            out.append(_union(str(name), body, registry, where))
+            continue
+        if name not in registry:
+            raise ValueError(f"{where}: unknown dataset {name!r}; valid: {', '.join(registry.names())} "
+                             "(or give the entry a `union:` list of parts)")
+        cfg = _dataset(name, body, registry, where)
         _check_overrides(cfg.train, f"{where}.train")
         out.append(cfg)
     return tuple(out)
+
+
+def _dataset(name: str, body: dict, registry: Registry, where: str) -> DatasetConfig:
+    loader = registry.get(name)
+    tasks = body.pop("tasks", list(loader.tasks))
+    if not isinstance(tasks, list) or not tasks:
+        raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(loader.tasks)}")
+    for t in tasks:
+        if t not in loader.tasks:
+            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(loader.tasks)}")
+    _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig) if f.name not in ("name", "tasks", "parts")],
+                    where)
+    cfg = _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks))
+    check_params(loader, cfg.options, f"{where}.options")
+    return cfg
+
+
+UNION_KEYS = ("union", "train")
+PART_KEYS = ("name", "tasks", "val_size", "subset", "test_subset", "download", "options")
+
+
+def _union(name: str, body: dict, registry: Registry, where: str) -> DatasetConfig:
+    """`{union: [{name: <dataset>, tasks: [...], ...}, ...], train: {...}}`: one entry over several datasets."""
+    _refuse_unknown(body, UNION_KEYS, where)
+    raw_parts = body["union"]
+    if not isinstance(raw_parts, list) or not raw_parts:
+        raise ValueError(f"{where}.union: expected a non-empty list of parts, each {{name: <dataset>, tasks: [...]}}")
+    parts, owner = [], {}
+    for i, part in enumerate(raw_parts):
+        pwhere = f"{where}.union[{i}]"
+        part = dict(_mapping(part, pwhere))
+        _refuse_unknown(part, PART_KEYS, pwhere)
+        pname = part.pop("name", None)
+        if pname not in registry:
+            raise ValueError(f"{pwhere}.name: unknown dataset {pname!r}; valid: {', '.join(registry.names())}")
+        cfg = _dataset(pname, part, registry, pwhere)
+        for t in cfg.tasks:
+            if t in owner:
+                raise ValueError(f"{pwhere}.tasks: task {t!r} also comes from part {owner[t]}; "
+                                 "each task of a union comes from one part")
+            owner[t] = i
+        parts.append(cfg)
+    train = body.get("train", {})
+    _check_overrides(train, f"{where}.train")
+    return DatasetConfig(name=name, tasks=tuple(owner), parts=tuple(parts), train=train)
 
 
 STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train")

@@ -24,7 +24,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bench import tasks as T
 from bench.combine import combine_cell
 from bench.data import TaskSet, load_taskset
 from bench.grid import Cell, code_version
@@ -162,11 +161,12 @@ def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCa
     arrays = {}
     test = {}
     for t, p in preds.items():
-        pred, target = p.cpu().numpy(), data.test.y[t].cpu().numpy()
-        test[t] = T.metrics(specs[t], pred, target)
+        part = data.test.part(t)  # the test items labelled for t, which `predict` scored
+        pred, target = p.cpu().numpy(), part.y[t].cpu().numpy()
+        test[t] = specs[t].metrics(pred, target)
         arrays[f"pred__{t}"] = pred.astype(np.float16)
         arrays[f"target__{t}"] = target
-        arrays.update(_gallery(t, T.per_sample_loss(specs[t], pred, target), data.test.x))
+        arrays.update(_gallery(t, specs[t].item_losses(pred, target), part.x))
     store.write_predictions(cell.name, arrays)
     return {
         "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch,
@@ -174,7 +174,7 @@ def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCa
         "images_per_second": result.images / max(result.train_seconds, 1e-9),
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "notes": data.notes, "extra": result.extra,
-        "specs": {t: asdict(s) for t, s in specs.items()},
+        "specs": {t: s.to_dict() for t, s in specs.items()},
     }
 
 

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import tasks as T
 from bench.data import Split, TaskSet
+from bench.kinds import TaskSpec
 from bench.models import Backbone, CrossStitchNet, MultiHeadNet, check_heads
 from bench.registry import Registry
-from bench.tasks import TaskSpec
 from bench.trainer import FitResult, Trainer
 
 STRATEGIES = Registry("strategy")
@@ -60,8 +59,8 @@ class Strategy:
         """The cells this one is computed from, without training; None for a strategy that trains."""
         return None
 
-    def combine(self, preds: list[np.ndarray]) -> np.ndarray:
-        """One task's stored member predictions, each (N, C) probabilities or (N, dim) values -> the cell's."""
+    def combine(self, spec: TaskSpec, preds: list[np.ndarray]) -> np.ndarray:
+        """One task's stored member predictions (its kind's layout) -> the cell's."""
         raise NotImplementedError
 
 
@@ -129,9 +128,8 @@ class Ensemble(Strategy):
     def members(self) -> Members:
         return Members(self.of, tuple(self.seeds))
 
-    def combine(self, preds):
-        # float64 sum: the stored predictions are float16
-        return np.mean([p.astype(np.float64) for p in preds], axis=0).astype(np.float32)
+    def combine(self, spec, preds):
+        return spec.combine(preds)  # the kind's average: probabilities, or regression outputs
 
 
 @STRATEGIES.register("sequential_lwf")
@@ -186,8 +184,11 @@ class SequentialLwF(HardShare):
 
     def fit(self, model, data, specs, trainer):
         order = list(self.order) or list(specs)
-        trains = [data.train] * len(order)
+        trains = [data.train.part(t) for t in order]  # the items labelled for each stage's task
         if self.disjoint:
+            if any(t in data.train.labelled for t in order):
+                raise ValueError("disjoint: these tasks' labels already come on separate images (a union "
+                                 "dataset); leave disjoint at false")
             trains = [data.train.take(i.to(data.train.x.device)) for i in disjoint_indices(len(data.train), len(order))]
         buffers: dict[str, torch.Tensor] = {}  # task -> (replay, C, H, W) uint8 train inputs
         stages, R = [], []
@@ -274,7 +275,7 @@ class Distiller:
             out = model(x)
         with torch.no_grad():
             target = self.teacher(x)
-        return torch.stack([w * T.distill(self.specs[t], out[t], target[t], self.temperatures[t])
+        return torch.stack([w * self.specs[t].distill(out[t], target[t], self.temperatures[t])
                             for t, w in self.weights.items()]).sum()
 
 

@@ -1,9 +1,10 @@
 """The one training loop. Knows nothing of any dataset, model or strategy by name.
 
 Data stays on the device as uint8; each step slices a batch by index, augments it on the device
-(random crop with padding, horizontal flip), normalises, and runs under bf16 autocast with
-channels_last on CUDA (plain float32 on CPU). The best epoch is chosen on validation; its weights
-are restored before the test set is predicted once.
+(random crop with padding, horizontal flip; the task kinds move their targets along), normalises,
+and runs under bf16 autocast with channels_last on CUDA (plain float32 on CPU). Losses come from
+the task kinds, each on the items of the batch that carry its label. The best epoch is chosen on
+validation; its weights are restored before the test set is predicted once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import tasks as T
 from bench.config import TrainConfig
 from bench.data import Split, TaskSet
-from bench.tasks import TaskSpec
+from bench.kinds import TaskSpec
 
 AUGMENT_CHUNK = 16384  # images augmented per call: bounds the crop's index tensors
 # (model, normalised batch (B, C, H, W), the model's outputs on it) -> scalar added to the loss
@@ -60,6 +60,7 @@ class Trainer:
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
+        images_per_epoch = min(steps_per_epoch * cfg.batch_size, len(train))  # a batch larger than train holds all of it
         graph = self._use_graph(extra_loss)
         opt = self._optimizer(model, lr_factors or {}, capturable=graph)
         base_lrs = [float(g["lr"]) for g in opt.param_groups]
@@ -69,18 +70,18 @@ class Trainer:
         sums = torch.zeros(len(specs) + 2, device=self.device)  # per-task losses, extra, total
         step = self._step_fn(model, specs, opt, extra_loss, weights, sums, graph)
         if graph:
-            step = self._graphed(step, model, opt, train, list(specs), norm)
+            step = self._graphed(step, model, opt, train, specs, norm)
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
             sums.zero_()
-            self._train_epoch(model, train, list(specs), data, norm, step, steps_per_epoch,
+            self._train_epoch(model, train, specs, data, norm, step, steps_per_epoch,
                               lambda i, e=epoch: set_lr(opt, base_lrs, lr_at((e - 1) * steps_per_epoch + i)))
             seconds = self._now() - t0
             train_seconds += seconds
             row = self._epoch_row(epoch, stage, list(specs), self._checked(sums), steps_per_epoch, opt)
             row["train_seconds"] = seconds
-            row["images_per_second"] = steps_per_epoch * cfg.batch_size / seconds
+            row["images_per_second"] = images_per_epoch / seconds
             val = self.evaluate(model, data, data.val, specs)
             row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
             row["val_loss"] = sum(self._weight(t) * val[t]["loss"] for t in specs)
@@ -91,48 +92,56 @@ class Trainer:
                 best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
         model.load_state_dict(best[3])
         return FitResult(history=history, best_epoch=best[1], val_metrics=best[2],
-                         train_seconds=train_seconds, images=epochs * steps_per_epoch * cfg.batch_size)
+                         train_seconds=train_seconds, images=epochs * images_per_epoch)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: TaskSet, split: Split, specs: dict[str, TaskSpec]) -> dict[str, torch.Tensor]:
-        """Predictions (probabilities or values, float32 on the device) for every item of `split`."""
-        outs = self._outputs(model, data, split, specs)
-        return {t: T.to_prediction(specs[t], o) for t, o in outs.items()}
+        """Per task, its kind's predictions (float32 on the device) for the items of `split.part(task)`,
+        the items that carry its label (every item when its labels are complete)."""
+        preds = {}
+        for tasks, part in split.groups(list(specs)):
+            outs = self._outputs(model, data, part, {t: specs[t] for t in tasks})
+            preds.update({t: specs[t].to_prediction(o) for t, o in outs.items()})
+        return preds
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: TaskSet, split: Split, specs: dict[str, TaskSpec]) -> dict[str, dict[str, float]]:
-        """Per task: its metrics plus the mean loss on `split`."""
-        outs = self._outputs(model, data, split, specs)
+        """Per task: its metrics plus the mean loss on the items of `split` that carry its label."""
         result = {}
-        for t, o in outs.items():
-            y = split.y[t]
-            pred = T.to_prediction(specs[t], o).cpu().numpy()
-            result[t] = T.metrics(specs[t], pred, y.cpu().numpy())
-            result[t]["loss"] = float(T.loss(specs[t], o, y))
+        for tasks, part in split.groups(list(specs)):
+            for t, o in self._outputs(model, data, part, {t: specs[t] for t in tasks}).items():
+                y = part.y[t]
+                result[t] = specs[t].metrics(specs[t].to_prediction(o).cpu().numpy(), y.cpu().numpy())
+                result[t]["loss"] = float(specs[t].loss(o, y))
         return result
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, tasks, data, norm, step, steps, set_step_lr) -> None:
+    def _train_epoch(self, model, train, specs, data, norm, step, steps, set_step_lr) -> None:
         model.train()
         bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
         # small ones per step; a step is then a slice, forward/backward and the update.
-        x, y = self._epoch_batches(train, tasks, data, norm, steps * bs)
+        x, y, m = self._epoch_batches(train, specs, data, norm, steps * bs)
         for i in range(steps):
             set_step_lr(i)
-            step(x[i * bs:(i + 1) * bs], {t: v[i * bs:(i + 1) * bs] for t, v in y.items()})
+            window = slice(i * bs, (i + 1) * bs)
+            step(x[window], {t: v[window] for t, v in y.items()}, {t: v[window] for t, v in m.items()})
 
     def _step_fn(self, model, specs, opt, extra_loss, weights, sums, graph: bool) -> Callable:
-        """One optimisation step on a normalised batch; adds its losses to `sums` on the device."""
+        """One optimisation step on a normalised batch; adds its losses to `sums` on the device.
+
+        yb: task -> targets; mb: task -> (B,) bool, which items carry that task's label (a task
+        absent from mb is labelled on every item)."""
         tasks, smoothing = list(specs), self.cfg.label_smoothing
 
-        def step(xb: torch.Tensor, yb: dict[str, torch.Tensor]) -> None:
+        def step(xb: torch.Tensor, yb: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> None:
             # autocast's weight cache must be off under capture; an extra loss's own forward passes
             # (e.g. a teacher's) run under the same autocast as the model's
             with self._autocast(cache=not graph):
                 out = model(xb)
                 extra = extra_loss(model, xb, out).float() if extra_loss else None
-            parts = torch.stack([T.loss(specs[t], out[t], yb[t], smoothing) for t in tasks])
+            parts = torch.stack([specs[t].loss(out[t], yb[t], label_smoothing=smoothing, labelled=mb.get(t))
+                                 for t in tasks])
             extra = parts.new_zeros(()) if extra is None else extra
             total = (parts * weights).sum() + extra
             opt.zero_grad(set_to_none=True)
@@ -142,13 +151,14 @@ class Trainer:
 
         return step
 
-    def _graphed(self, step, model, opt, train, tasks, norm) -> Callable:
+    def _graphed(self, step, model, opt, train, specs, norm) -> Callable:
         """`step` captured as a CUDA graph, or `step` itself if capture fails (with a warning)."""
         bs = self.cfg.batch_size
         x0 = norm(train.x[:bs])
-        y0 = {t: train.y[t][:bs] for t in tasks}
+        y0 = {t: train.y[t][:bs] for t in specs}
+        m0 = {t: m[:bs] for t, m in train.labelled.items() if t in specs}
         try:
-            return GraphedStep(step, model, opt, x0, y0)
+            return GraphedStep(step, model, opt, x0, y0, m0)
         except RuntimeError as err:  # an op that cannot be captured: run eagerly instead
             warnings.warn(f"CUDA graph capture failed, training eagerly: {err}")
             return step
@@ -163,27 +173,30 @@ class Trainer:
             raise Diverged(f"training loss is not finite ({sums[-1].item()}) in this epoch")
         return sums
 
-    def _epoch_batches(self, train: Split, tasks: list[str], data: TaskSet, norm, n: int):
-        """A shuffled, augmented, normalised epoch of n images: (n, C, H, W) and per-task targets."""
+    def _epoch_batches(self, train: Split, specs: dict[str, TaskSpec], data: TaskSet, norm, n: int):
+        """A shuffled, augmented, normalised epoch of n images: (n, C, H, W), per-task targets and
+        the label masks of partially labelled tasks."""
         perm = torch.randperm(len(train), device=self.device, generator=self.gen)[:n]
-        xs, ys = [], {t: [] for t in tasks}
+        masked = [t for t in specs if t in train.labelled]
+        xs, ys = [], {t: [] for t in specs}
         for chunk in perm.split(AUGMENT_CHUNK):
-            x, y = self._augment(train.x[chunk], {t: train.y[t][chunk] for t in tasks}, data)
+            x, y = self._augment(train.x[chunk], {t: train.y[t][chunk] for t in specs}, specs, data)
             xs.append(norm(x))
-            for t in tasks:
+            for t in specs:
                 ys[t].append(y[t])
-        return torch.cat(xs), {t: torch.cat(v) for t, v in ys.items()}
+        return torch.cat(xs), {t: torch.cat(v) for t, v in ys.items()}, {t: train.labelled[t][perm] for t in masked}
 
-    def _augment(self, x: torch.Tensor, y: dict[str, torch.Tensor], data: TaskSet):
+    def _augment(self, x: torch.Tensor, y: dict[str, torch.Tensor], specs: dict[str, TaskSpec], data: TaskSet):
         cfg = self.cfg
         if cfg.crop_pad:
-            x = random_crop(x, cfg.crop_pad, self.gen)
+            x, dy, dx = random_crop(x, cfg.crop_pad, self.gen)
+            y = {t: specs[t].crop_target(v, dy, dx, cfg.crop_pad) for t, v in y.items()}
         if cfg.flip:
             mask = torch.rand(len(x), device=x.device, generator=self.gen) < 0.5
-            if data.flip is not None:
-                x, y = data.flip(x, y, mask)
-            else:
-                x = torch.where(mask[:, None, None, None], x.flip(3), x)
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+            y = {t: specs[t].flip_target(v, mask, x.shape[-1]) for t, v in y.items()}
+            if data.flip_labels is not None:
+                y = data.flip_labels(y, mask)
         return x, y
 
     def normaliser(self, data: TaskSet) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -200,14 +213,15 @@ class Trainer:
         model.eval()
         norm, bs = self.normaliser(data), self.cfg.eval_batch_size
         chunks: dict[str, list[torch.Tensor]] = {t: [] for t in specs}
-        tta = self.cfg.tta_flip and data.flip is None  # a label-aware flip changes labels: no TTA
+        tta = self.cfg.tta_flip and data.flip_labels is None  # a label-aware flip changes labels: no TTA
         for i in range(0, len(split), bs):
             x = split.x[i:i + bs]
             with self._autocast():
                 out = model(norm(x))
                 if tta:
                     mirrored = model(norm(x.flip(3)))
-                    out = {t: (o.float() + mirrored[t].float()) / 2 for t, o in out.items()}
+                    out = {t: (o.float() + specs[t].unflip_output(mirrored[t].float())) / 2
+                           for t, o in out.items() if t in specs}
             for t in specs:
                 chunks[t].append(out[t].float())
         return {t: torch.cat(c) for t, c in chunks.items()}
@@ -274,8 +288,11 @@ class Trainer:
         return time.perf_counter()
 
 
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Per-image random crop of a zero-padded batch back to its size. x: (B, C, H, W)."""
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image random crop of a zero-padded batch back to its size. x: (B, C, H, W).
+
+    Returns the cropped batch and the offsets dy, dx (B,) in [0, 2 * pad] of each crop in the
+    padded image, for the task kinds to move their targets along."""
     b, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
@@ -284,7 +301,7 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    return padded[batch, chans, rows, cols], dy, dx
 
 
 def set_lr(opt: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
@@ -306,27 +323,30 @@ class GraphedStep:
     WARMUP = 3
 
     def __init__(self, step: Callable, model: nn.Module, opt: torch.optim.Optimizer,
-                 x: torch.Tensor, y: dict[str, torch.Tensor]):
-        self.x, self.y = x.clone(), {t: v.clone() for t, v in y.items()}  # static input buffers
+                 x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
+        # static input buffers: batch, targets, label masks
+        self.x, self.y, self.m = x.clone(), {t: v.clone() for t, v in y.items()}, {t: v.clone() for t, v in m.items()}
         saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP):
-                step(self.x, self.y)
+                step(self.x, self.y, self.m)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         try:
             with torch.cuda.graph(self.graph):
-                step(self.x, self.y)
+                step(self.x, self.y, self.m)
         finally:
             _restore(model, opt, saved)
 
-    def __call__(self, x: torch.Tensor, y: dict[str, torch.Tensor]) -> None:
+    def __call__(self, x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]) -> None:
         self.x.copy_(x)
         for t, v in y.items():
             self.y[t].copy_(v)
+        for t, v in m.items():
+            self.m[t].copy_(v)
         self.graph.replay()
 
 

@@ -9,11 +9,11 @@ from torch import nn
 
 from bench.config import SuiteError, load_suite
 from bench.models import BACKBONES, BackboneContext, CrossStitchNet, MultiHeadNet
-from bench.tasks import TaskSpec
+from bench.kinds import TaskSpec, make_spec
 
 convnet = BACKBONES.get("convnet")
-SPECS = {"digit": TaskSpec(name="digit", kind="multiclass", classes=10),
-         "parity": TaskSpec(name="parity", kind="binary", classes=2)}
+SPECS = {"digit": make_spec("multiclass", name="digit", classes=10),
+         "parity": make_spec("binary", name="parity", classes=2)}
 
 
 def count(module: nn.Module, kind: type) -> int:
@@ -28,8 +28,11 @@ def count(module: nn.Module, kind: type) -> int:
 ])
 def test_forward_shapes(params, channels, size, stages, dim, pools):
     net = convnet(BackboneContext(in_channels=channels, image_size=size), **params)
-    assert len(net.stages) == stages and net.feature_dim == dim
-    assert net(torch.randn(3, channels, size, size)).shape == (3, dim)
+    assert len(net.units()) == stages and net.vector_dim == dim
+    fmap = net(torch.randn(3, channels, size, size))
+    assert fmap.shape == (3, net.channels, size // net.stride, size // net.stride)
+    assert net.stride == 2 ** pools
+    assert net.trunk(fmap).shape == (3, dim)
     assert count(net, nn.MaxPool2d) + count(net, nn.AvgPool2d) == pools
     convs = params.get("convs", 1) * (stages - 1)
     assert count(net, nn.Conv2d) == convs

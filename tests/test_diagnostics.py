@@ -3,7 +3,6 @@ stored highest-loss gallery, and the sections they feed (a hand-made 25-class st
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 import yaml
 from scipy import stats
 
-from bench import tasks as T
+from bench.kinds import make_spec
 from bench.cli import main as bench_main
 from bench.config import load_suite
 from bench.report import write_report
@@ -22,29 +21,29 @@ from bench.runner import GALLERY_SIZE, _gallery
 from bench.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-MULTI = T.TaskSpec(name="m", kind="multiclass", classes=3)
+MULTI = make_spec("multiclass", name="m", classes=3)
 
 
 # ---- per-sample loss ----------------------------------------------------------------------------
 def test_per_sample_loss_by_hand():
     probs = np.array([[0.7, 0.2, 0.1], [0.25, 0.5, 0.25]])
-    assert np.allclose(T.per_sample_loss(MULTI, probs, np.array([0, 2])), [-np.log(0.7), -np.log(0.25)])
-    reg = T.TaskSpec(name="r", kind="regression", dim=2)
+    assert np.allclose(MULTI.item_losses(probs, np.array([0, 2])), [-np.log(0.7), -np.log(0.25)])
+    reg = make_spec("regression", name="r", dim=2)
     pred, target = np.array([[1.0, 2.0], [0.0, 0.0]]), np.array([[0.0, 0.0], [0.0, 1.0]])
-    assert np.allclose(T.per_sample_loss(reg, pred, target), [2.5, 0.5])  # mean squared error per row
+    assert np.allclose(reg.item_losses(pred, target), [2.5, 0.5])  # mean squared error per row
 
 
 def test_per_sample_loss_matches_training_loss():
     gen = torch.Generator().manual_seed(0)
     logits, y = torch.randn(20, 3, generator=gen), torch.randint(0, 3, (20,), generator=gen)
-    got = T.per_sample_loss(MULTI, T.to_prediction(MULTI, logits).numpy(), y.numpy())
+    got = MULTI.item_losses(MULTI.to_prediction(logits).numpy(), y.numpy())
     assert np.allclose(got, F.cross_entropy(logits, y, reduction="none").numpy(), atol=1e-5)
-    binary = T.TaskSpec(name="b", kind="binary", classes=2)
+    binary = make_spec("binary", name="b", classes=2)
     logit, yb = torch.randn(20, 1, generator=gen), torch.randint(0, 2, (20,), generator=gen)
-    got = T.per_sample_loss(binary, T.to_prediction(binary, logit).numpy(), yb.numpy())
+    got = binary.item_losses(binary.to_prediction(logit).numpy(), yb.numpy())
     want = F.binary_cross_entropy_with_logits(logit.squeeze(1), yb.float(), reduction="none").numpy()
     assert np.allclose(got, want, atol=1e-5)
-    assert np.isclose(got.mean(), float(T.loss(binary, logit, yb)), atol=1e-5)
+    assert np.isclose(got.mean(), float(binary.loss(logit, yb)), atol=1e-5)
 
 
 def test_gallery_keeps_highest_loss_items():
@@ -115,19 +114,19 @@ def _fake_cell(store: Store, seed: int, classes: int) -> None:
     x = torch.from_numpy(rng.integers(0, 256, (len(target), 3, 8, 8), dtype=np.uint8))
     arrays = {"pred__quadrant": probs.astype(np.float16), "target__quadrant": target,
               "pred__brightness": values.astype(np.float16), "target__brightness": level}
-    spec = T.TaskSpec(name="quadrant", kind="multiclass", classes=classes,
+    spec = make_spec("multiclass", name="quadrant", classes=classes,
                       class_names=tuple(f"c{i:02d}" for i in range(classes)))
-    reg = T.TaskSpec(name="brightness", kind="regression")
-    arrays.update(_gallery("quadrant", T.per_sample_loss(spec, probs, target), x))
-    arrays.update(_gallery("brightness", T.per_sample_loss(reg, values, level), x))
+    reg = make_spec("regression", name="brightness")
+    arrays.update(_gallery("quadrant", spec.item_losses(probs, target), x))
+    arrays.update(_gallery("brightness", reg.item_losses(values, level), x))
     name = f"synthetic__hard_share__seed{seed}"
     store.write_predictions(name, arrays)
     store.write_metrics(name, {
         "status": "done", "key": "k", "cell": name, "dataset": "synthetic", "strategy": "hard_share",
         "strategy_name": "hard_share", "tasks": ["quadrant", "brightness"], "seed": seed, "params": 1,
         "train_seconds": 1.0, "images_per_second": 1.0, "best_epoch": 1, "val": {},
-        "test": {"quadrant": T.metrics(spec, probs, target), "brightness": T.metrics(reg, values, level)},
-        "specs": {"quadrant": asdict(spec), "brightness": asdict(reg)}})
+        "test": {"quadrant": spec.metrics(probs, target), "brightness": reg.metrics(values, level)},
+        "specs": {"quadrant": spec.to_dict(), "brightness": reg.to_dict()}})
 
 
 def test_many_class_sections_on_a_hand_made_store(tmp_path):
@@ -150,7 +149,7 @@ def test_many_class_sections_on_a_hand_made_store(tmp_path):
 def test_hardest_examples_label_the_stored_gallery(tmp_path):
     store = Store(tmp_path, "s")
     _fake_cell(store, 0, classes=25)
-    spec = T.TaskSpec(name="quadrant", kind="multiclass", classes=25,
+    spec = make_spec("multiclass", name="quadrant", classes=25,
                       class_names=tuple(f"c{i:02d}" for i in range(25)))
     examples = D.hardest_examples(spec, store.predictions("synthetic__hard_share__seed0"), "quadrant")
     assert len(examples) == GALLERY_SIZE
@@ -202,11 +201,11 @@ def test_smoke_cells_store_the_highest_loss_test_images(tiny_smoke):
 
     tmp, suite, _ = tiny_smoke
     test = load_taskset(suite.datasets[0]).test
-    spec = T.TaskSpec(name="quadrant", kind="multiclass", classes=4)
+    spec = make_spec("multiclass", name="quadrant", classes=4)
     p = Store(tmp / "results", "smoke").predictions("synthetic__hard_share__seed0")
     idx, losses = p["gallery_index__quadrant"], p["gallery_loss__quadrant"]
     assert len(idx) == GALLERY_SIZE and np.all(np.diff(losses) <= 0)
     assert np.array_equal(p["gallery_x__quadrant"], test.x[torch.from_numpy(idx)].numpy())
-    recomputed = T.per_sample_loss(spec, p["pred__quadrant"], p["target__quadrant"])  # from float16 storage
+    recomputed = spec.item_losses(p["pred__quadrant"], p["target__quadrant"])  # from float16 storage
     assert np.allclose(recomputed[idx], losses, rtol=1e-2, atol=1e-3)
     assert np.delete(recomputed, idx).max() <= losses.min() + 1e-2

@@ -14,13 +14,13 @@ from bench.cli import main as cli_main
 from bench.models import BACKBONES, BackboneContext, count_params
 from bench.models.dual_stream import fft_log_magnitude
 from bench.strategies import CrossStitch, HardShare
-from bench.tasks import TaskSpec, loss
+from bench.kinds import make_spec
 
 # Seed 000's tasks and heads: 10 classes (128), 32 classes (256 + dropout 0.5), [0, 1] value (64 + sigmoid).
 SPECS = {
-    "a": TaskSpec(name="a", kind="multiclass", classes=10),
-    "b": TaskSpec(name="b", kind="multiclass", classes=32),
-    "c": TaskSpec(name="c", kind="regression", dim=1),
+    "a": make_spec("multiclass", name="a", classes=10),
+    "b": make_spec("multiclass", name="b", classes=32),
+    "c": make_spec("regression", name="c", dim=1),
 }
 HEADS = {"a": {"hidden": [128]}, "b": {"hidden": [256], "dropout": 0.5}, "c": {"hidden": [64], "sigmoid": True}}
 
@@ -73,8 +73,8 @@ def test_spectrum_is_standardised_with_train_sample_statistics():
 def test_output_shapes(name, features, channels):
     backbone = build(name, channels).eval()
     x = torch.randn(2, channels, 32, 32)
-    assert backbone.stages[0](x).shape == (2, features)  # both streams concatenated
-    assert backbone(x).shape == (2, 256) and backbone.feature_dim == 256
+    assert backbone.stages[0](x).shape == (2, features, 1, 1)  # both streams concatenated, as a 1x1 map
+    assert backbone.trunk(backbone(x)).shape == (2, 256) and backbone.vector_dim == 256
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -93,7 +93,7 @@ def test_gradient_reaches_both_streams_through_hard_share():
     model = HardShare(heads=HEADS).build(SPECS, lambda: build("dual_stream")).train()
     x, y = torch.randn(4, 1, 32, 32), targets(4, torch.Generator().manual_seed(0))
     out = model(x)
-    sum(loss(SPECS[t], out[t], y[t]) for t in SPECS).backward()
+    sum(SPECS[t].loss(out[t], y[t]) for t in SPECS).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"parameters without gradient: {missing}"
     assert any(".frequency." in n for n, _ in model.named_parameters())
@@ -105,7 +105,7 @@ def test_runs_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert fft_log_magnitude(x.bfloat16()).dtype == torch.float32  # torch.fft has no bf16 kernels
         out = model(x)
-        total = sum(loss(SPECS[t], out[t], y[t]) for t in SPECS)
+        total = sum(SPECS[t].loss(out[t], y[t]) for t in SPECS)
     total.backward()
     assert all(torch.isfinite(o).all() for o in out.values()) and torch.isfinite(total)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import tasks as T
+from bench.kinds import make_spec
 from bench.combine import combine_cell
 from bench.config import SuiteError, load_suite
 from bench.grid import expand
@@ -26,9 +26,9 @@ from bench.strategies import Ensemble
 
 CPU = torch.device("cpu")
 SPECS = {
-    "quadrant": T.TaskSpec(name="quadrant", kind="multiclass", classes=4),
-    "top": T.TaskSpec(name="top", kind="binary", classes=2),
-    "brightness": T.TaskSpec(name="brightness", kind="regression", dim=1),
+    "quadrant": make_spec("multiclass", name="quadrant", classes=4),
+    "top": make_spec("binary", name="top", classes=2),
+    "brightness": make_spec("regression", name="brightness", dim=1),
 }
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
 
@@ -66,13 +66,13 @@ def fake_result(store: Store, cell, preds: dict[str, np.ndarray], *, status: str
         arrays[f"pred__{t}"] = preds[t].astype(np.float16)
         arrays[f"target__{t}"] = targets[t]
     store.write_predictions(cell.name, arrays)
-    test = {t: T.metrics(SPECS[t], arrays[f"pred__{t}"].astype(np.float32), targets[t]) for t in cell.tasks}
+    test = {t: SPECS[t].metrics(arrays[f"pred__{t}"].astype(np.float32), targets[t]) for t in cell.tasks}
     store.write_metrics(cell.name, {
         "status": status, "reason": "" if status == "done" else "RuntimeError: boom", "key": cell.key,
         "cell": cell.name, "dataset": cell.dataset.name, "strategy": cell.strategy.id,
         "strategy_name": cell.strategy.name, "tasks": list(cell.tasks), "seed": cell.seed, "test": test,
         "val": {}, "best_epoch": 1, "params": 100 + (cell.seed or 0), "train_seconds": 2.0,
-        "images_per_second": 50.0, "notes": [], "specs": {t: dataclasses.asdict(SPECS[t]) for t in cell.tasks},
+        "images_per_second": 50.0, "notes": [], "specs": {t: SPECS[t].to_dict() for t in cell.tasks},
     })
 
 
@@ -80,9 +80,10 @@ def test_average_of_two_disagreeing_members_beats_both(tmp_path):
     # Each member gets one of the two images wrong (targets: class 0 twice); their average gets both right.
     a = np.array([[0.9, 0.1], [0.4, 0.6]])
     b = np.array([[0.4, 0.6], [0.9, 0.1]])
-    avg = Ensemble(of="x").combine([a, b])
+    avg = Ensemble(of="x").combine(SPECS["top"], [a, b])
     np.testing.assert_allclose(avg, [[0.65, 0.35], [0.65, 0.35]], rtol=1e-6)
-    np.testing.assert_allclose(Ensemble(of="x").combine([np.array([[1.0], [3.0]]), np.array([[3.0], [6.0]])]),
+    np.testing.assert_allclose(Ensemble(of="x").combine(SPECS["brightness"], [np.array([[1.0], [3.0]]),
+                                                                            np.array([[3.0], [6.0]])]),
                                [[2.0], [4.5]])
     # The same through the store and runner: gains over the mean and the best member are +0.5 accuracy.
     suite = load_suite(suite_file(tmp_path, "[hard_share, {name: ensemble, of: hard_share, seeds: [0, 1]}]"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import tasks as T
+from bench.kinds import make_spec
 from bench.report.forgetting import average_final, bwt, forgetting
 
 # Stages: accuracy task a, MAE task m (lower is better), accuracy task c.
@@ -60,25 +60,25 @@ def _softmax(z: list[float]) -> list[float]:
 
 
 def test_multiclass_distillation_is_t2_kl_of_softened_softmaxes():
-    spec = T.TaskSpec(name="c", kind="multiclass", classes=3)
+    spec = make_spec("multiclass", name="c", classes=3)
     student, teacher, temp = [[1.0, 2.0, 0.0], [0.5, -1.0, 2.0]], [[0.0, 1.0, 3.0], [2.0, 0.0, 0.0]], 2.0
     expected = sum(_kl(_softmax([v / temp for v in t]), _softmax([v / temp for v in s]))
                    for s, t in zip(student, teacher)) / 2 * temp**2
-    got = T.distill(spec, torch.tensor(student), torch.tensor(teacher), temp)
+    got = spec.distill(torch.tensor(student), torch.tensor(teacher), temp)
     assert got.item() == pytest.approx(expected, rel=1e-5)
-    assert T.distill(spec, torch.tensor(teacher), torch.tensor(teacher), temp).item() == pytest.approx(0, abs=1e-6)
+    assert spec.distill(torch.tensor(teacher), torch.tensor(teacher), temp).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_binary_distillation_is_t2_bernoulli_kl_of_softened_sigmoids():
-    spec = T.TaskSpec(name="b", kind="binary", classes=2)
+    spec = make_spec("binary", name="b", classes=2)
     student, teacher, temp = [0.5, -1.0], [2.0, 0.0], 3.0
     sig = lambda z: 1 / (1 + math.exp(-z / temp))  # noqa: E731
     expected = sum(_kl([sig(t), 1 - sig(t)], [sig(s), 1 - sig(s)]) for s, t in zip(student, teacher)) / 2 * temp**2
-    got = T.distill(spec, torch.tensor(student)[:, None], torch.tensor(teacher)[:, None], temp)
+    got = spec.distill(torch.tensor(student)[:, None], torch.tensor(teacher)[:, None], temp)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_regression_distillation_is_mse():
-    spec = T.TaskSpec(name="r", kind="regression", dim=2)
+    spec = make_spec("regression", name="r", dim=2)
     student, teacher = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 1.0]])
-    assert T.distill(spec, student, teacher, 2.0).item() == pytest.approx((1 + 0 + 9 + 1) / 4)
+    assert spec.distill(student, teacher, 2.0).item() == pytest.approx((1 + 0 + 9 + 1) / 4)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import tasks as T
+from bench.kinds import make_spec
 from bench.models import BACKBONES, BackboneContext, count_params
 from bench.registry import declared_params
 from bench.strategies import STRATEGIES, Strategy
-from bench.tasks import TaskSpec
+from bench.kinds import KINDS, TaskSpec, make_spec
 
 CIFAR = {
-    "class10": TaskSpec(name="class10", kind="multiclass", classes=10),
-    "animal": TaskSpec(name="animal", kind="binary", classes=2),
+    "class10": make_spec("multiclass", name="class10", classes=10),
+    "animal": make_spec("binary", name="animal", classes=2),
 }
 
 
@@ -39,16 +39,16 @@ def test_cifar_parameter_counts(strategy, tasks, expected):
 
 # One task of every kind, with out_dim > 1 where the kind allows, so a transposed output would show.
 SPECS = {
-    "multiclass": TaskSpec(name="mc", kind="multiclass", classes=5),
-    "binary": TaskSpec(name="bin", kind="binary", classes=2),
-    "regression": TaskSpec(name="reg", kind="regression", dim=2),
+    "multiclass": make_spec("multiclass", name="mc", classes=5),
+    "binary": make_spec("binary", name="bin", classes=2),
+    "regression": make_spec("regression", name="reg", dim=2),
 }
 TINY_PARAMS = {"width": 64}  # applied where a backbone declares the parameter
 BATCH, SIZE = 4, 32
 
 
 def test_specs_cover_every_task_kind():
-    assert set(SPECS) == set(T.KINDS)
+    assert set(SPECS) == set(KINDS.names())
 
 
 def _builds_a_model(strategy: Strategy) -> bool:
@@ -90,10 +90,10 @@ def _check_forward_backward(model: torch.nn.Module, specs: dict[str, TaskSpec], 
     out = model(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen))
     assert set(out) == set(specs)
     for t, s in specs.items():
-        assert out[t].shape == (BATCH, s.out_dim), t
+        assert out[t].shape == (BATCH, s.out_channels), t
         assert torch.isfinite(out[t]).all(), t
     y = _targets(specs, gen)
-    sum(T.loss(s, out[t], y[t]) for t, s in specs.items()).backward()
+    sum(s.loss(out[t], y[t]) for t, s in specs.items()).backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n, p in trainable if p.grad is None]
     assert not missing, f"Some parameters are missing gradients: {missing}"

@@ -7,6 +7,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import torch
 from rich.console import Console
 
@@ -138,3 +139,15 @@ def test_failing_cells_do_not_stop_the_suite(tiny_suite, write_suite, tmp_path, 
     for name, s in status.items():
         assert (name in failed_section) == (s != "done"), name
     assert "failed: synthetic__cross_stitch__seed0" in " ".join(capsys.readouterr().err.split())
+
+
+def test_throughput_counts_the_images_actually_trained(tiny_suite, write_suite, tmp_path):
+    # A batch larger than the 32 training images trains on those 32, once per epoch: not on 100,000.
+    raw = tiny_suite(train={**tiny_suite()["train"], "batch_size": 100_000, "epochs": 2})
+    [cell] = expand(load_suite(write_suite(raw)))
+    store = Store(tmp_path, cell.suite)
+    _run([cell], tmp_path)
+    m = store.metrics(cell.name)
+    assert m["images_per_second"] * m["train_seconds"] == pytest.approx(2 * 32)
+    h = store.history(cell.name)
+    assert (h.images_per_second * h.train_seconds).round(6).tolist() == [32.0, 32.0]

@@ -27,8 +27,9 @@ def data():
 
 def tiny_model(data) -> MultiHeadNet:
     torch.manual_seed(0)
-    backbone = Backbone([nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU()),
-                         nn.Sequential(nn.Dropout(0.2), nn.Linear(16, 16), nn.ReLU())], 16)
+    backbone = Backbone([nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU())], image_size=8,
+                        channels=16, stride=8, trunk=nn.Sequential(nn.Dropout(0.2), nn.Linear(16, 16), nn.ReLU()),
+                        vector_dim=16)
     return MultiHeadNet(backbone, data.specs)
 
 

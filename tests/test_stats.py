@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as st
 
 from bench.report import stats as S
-from bench.report.classification_metrics import classification_metrics
+from bench.kinds.classification import classification_metrics
 from bench.report.prediction_stats import (NLL_FLOOR, bootstrap_difference, expected_calibration_error,
                                            mcnemar_exact, nll)
 

@@ -3,6 +3,9 @@
 `load_taskset` turns a Pool into a TaskSet for one suite entry: the chosen tasks, a deterministic
 stratified validation split carved from train (the test set never picks an epoch), an optional
 stratified subset for smoke runs, and per-channel statistics from the train split only.
+An entry may also be the union of several datasets' parts (`union:` in a suite), each image then
+labelled for its own part's tasks only (partial labels: `Split.labelled`); losses and metrics of a
+task use only the items that carry its label.
 Loaders live in this folder, one module each; importing this package registers them all.
 """
 
@@ -20,29 +23,58 @@ import torch
 
 from bench.registry import Registry
 from bench.store import atomic_torch_save
-from bench.tasks import TaskSpec
+from bench.kinds import TaskSpec
 
 DATASETS = Registry("dataset")
 
-# Label-aware flip for datasets whose labels depend on orientation: (x, y, mask) -> (x, y), where
-# x is a uint8 (B, C, H, W) batch on the device, y maps task -> targets and mask (B,) bool says
-# which images to flip horizontally.
-Augment = Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Tensor], tuple]
+# How a horizontal flip changes the labels of a dataset whose labels depend on orientation:
+# (y, flipped) -> y, where y maps task -> targets of a batch and flipped (B,) bool says which images
+# were mirrored. The pixels, and the geometry of masks and boxes, are flipped by the trainer and the
+# task kinds; tasks missing from y are left alone.
+FlipLabels = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
 
 
 @dataclass
 class Split:
     x: torch.Tensor  # (N, C, H, W) uint8
-    y: dict[str, torch.Tensor]  # task -> (N,) int64 or (N, dim) float32
+    y: dict[str, torch.Tensor]  # task -> targets, first dimension N, layout set by the task's kind
+    labelled: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> (N,) bool; absent: all labelled
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, idx: torch.Tensor) -> "Split":
-        return Split(self.x[idx], {k: v[idx] for k, v in self.y.items()})
+        return Split(self.x[idx], {k: v[idx] for k, v in self.y.items()},
+                     {k: v[idx] for k, v in self.labelled.items()})
 
     def to(self, device: torch.device | str) -> "Split":
-        return Split(self.x.to(device), {k: v.to(device) for k, v in self.y.items()})
+        return Split(self.x.to(device), {k: v.to(device) for k, v in self.y.items()},
+                     {k: v.to(device) for k, v in self.labelled.items()})
+
+    def only(self, tasks: list[str] | tuple[str, ...]) -> "Split":
+        """The same items with the targets (and label masks) of `tasks` only."""
+        return Split(self.x, {t: self.y[t] for t in tasks}, {t: m for t, m in self.labelled.items() if t in tasks})
+
+    def part(self, task: str) -> "Split":
+        """The items labelled for `task` (all of them when its labels are complete)."""
+        if task not in self.labelled:
+            return self
+        return self.take(self.labelled[task].nonzero().squeeze(1))
+
+    def groups(self, tasks: list[str]) -> list[tuple[list[str], "Split"]]:
+        """Tasks grouped by the items labelled for them, each group with those items, in task order:
+        a dataset labelled for every task gives one group over the whole split; a union of
+        datasets one group per part."""
+        groups: list[tuple[list[str], torch.Tensor | None]] = []
+        for t in tasks:
+            mask = self.labelled.get(t)
+            same = next((g for g in groups if (g[1] is None and mask is None)
+                         or (g[1] is not None and mask is not None and torch.equal(g[1], mask))), None)
+            if same is None:
+                groups.append(([t], mask))
+            else:
+                same[0].append(t)
+        return [(ts, self if mask is None else self.take(mask.nonzero().squeeze(1)).only(ts)) for ts, mask in groups]
 
 
 @dataclass
@@ -53,8 +85,8 @@ class Pool:
     test: Split
     specs: dict[str, TaskSpec]
     notes: list[str] = field(default_factory=list)  # caveats the report must state
-    flip: Augment | None = None  # label-aware horizontal flip, where flipping changes labels
-    stratify: str | None = None  # task whose labels stratify splits; default: first classification task
+    flip_labels: FlipLabels | None = None  # where a horizontal flip changes labels
+    stratify: str | None = None  # task whose labels stratify splits; default: the first a kind can stratify by
 
 
 @dataclass
@@ -69,7 +101,7 @@ class TaskSet:
     mean: tuple[float, ...]  # per channel, in [0, 1] units, from the train split
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
-    flip: Augment | None = None
+    flip_labels: FlipLabels | None = None
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, C, H, W) -> float32, standardised per channel with the train statistics."""
@@ -138,14 +170,32 @@ def _writable(folder: Path) -> bool:
 
 
 def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
-    """Load dataset `cfg` (a DatasetConfig) and carve train / val / test for its tasks.
+    """Load dataset `cfg` (a DatasetConfig, or a union of parts) and carve train / val / test.
 
     The split depends only on `split_seed`, never on the cell's seed, so every cell of a suite
     sees the same validation images.
     """
     root = data_root() if root is None else Path(root)
+    parts = [_load_part(p, root, split_seed) for p in (cfg.parts or (cfg,))]
+    specs = {t: s for p in parts for t, s in p.specs.items()}
+    if len(parts) == 1:
+        train, val, test = parts[0].train, parts[0].val, parts[0].test
+    else:
+        _check_same_images(parts, cfg.name)
+        train, val, test = (union([getattr(p, name) for p in parts], specs) for name in ("train", "val", "test"))
+    mean, std = channel_stats(train.x)
+    flips = [p.flip_labels for p in parts if p.flip_labels is not None]
+    return TaskSet(name=cfg.name, train=train, val=val, test=test, specs=specs, mean=mean, std=std,
+                   notes=[n for p in parts for n in p.notes], flip_labels=_compose(flips))
+
+
+def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
+    """One registered dataset's tasks, split, with its targets checked (statistics left at 0 / 1)."""
     pool = DATASETS.get(cfg.name)(root, cfg.download, **cfg.options)
     specs = {t: pool.specs[t] for t in cfg.tasks}
+    for name, split in (("train", pool.train), ("test", pool.test)):
+        for t, spec in specs.items():
+            spec.check_targets(split.y[t], image_size=split.x.shape[-1], where=f"dataset {cfg.name} ({name})")
     gen = torch.Generator().manual_seed(split_seed)
     train = _subset(pool, pool.train, cfg.subset, gen)
     test = _subset(pool, pool.test, cfg.test_subset, gen)
@@ -153,11 +203,40 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
     if not 0 < n_val < len(train):
         raise ValueError(f"dataset {cfg.name}: val_size {cfg.val_size} leaves no train or no validation images")
     train, val = carve(train, _stratify_labels(pool, train), n_val, gen)
-    mean, std = channel_stats(train.x)
-    return TaskSet(
-        name=cfg.name, train=_only(train, specs), val=_only(val, specs), test=_only(test, specs),
-        specs=specs, mean=mean, std=std, notes=list(pool.notes), flip=pool.flip,
-    )
+    return TaskSet(name=cfg.name, train=train.only(cfg.tasks), val=val.only(cfg.tasks), test=test.only(cfg.tasks),
+                   specs=specs, mean=(), std=(), notes=list(pool.notes), flip_labels=pool.flip_labels)
+
+
+def _check_same_images(parts: list[TaskSet], name: str) -> None:
+    shapes = {f"{i}: {p.name}": tuple(p.train.x.shape[1:]) for i, p in enumerate(parts)}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"dataset {name}: the union's parts have different image shapes (C, H, W) {shapes}; "
+                         "give them one canvas size and channel count (see each dataset's options)")
+
+
+def union(splits: list[Split], specs: dict[str, TaskSpec]) -> Split:
+    """Items of every split, in order; each task labelled only on the items of the split it came from."""
+    sizes = [len(s) for s in splits]
+    y, labelled = {}, {}
+    for t, spec in specs.items():
+        k = next(i for i, s in enumerate(splits) if t in s.y)
+        own = splits[k].y[t]
+        y[t] = torch.cat([own if i == k else spec.placeholder(own, n) for i, n in enumerate(sizes)])
+        labelled[t] = torch.cat([splits[k].labelled.get(t, torch.ones(n, dtype=torch.bool)) if i == k
+                                 else torch.zeros(n, dtype=torch.bool) for i, n in enumerate(sizes)])
+    return Split(torch.cat([s.x for s in splits]), y, labelled)
+
+
+def _compose(flips: list[FlipLabels]) -> FlipLabels | None:
+    if len(flips) < 2:
+        return flips[0] if flips else None
+
+    def flip_labels(y: dict[str, torch.Tensor], flipped: torch.Tensor) -> dict[str, torch.Tensor]:
+        for f in flips:
+            y = f(y, flipped)
+        return y
+
+    return flip_labels
 
 
 def _subset(pool: Pool, split: Split, n: int | None, gen: torch.Generator) -> Split:
@@ -189,12 +268,13 @@ def stratified_sample(labels: torch.Tensor, n: int, gen: torch.Generator) -> tor
 
 
 def _stratify_labels(pool: Pool, split: Split) -> torch.Tensor:
-    task = pool.stratify or next((t for t, s in pool.specs.items() if s.is_classification), None)
-    return split.y[task] if task else torch.zeros(len(split), dtype=torch.long)
-
-
-def _only(split: Split, specs: dict[str, TaskSpec]) -> Split:
-    return Split(split.x, {t: split.y[t] for t in specs})
+    if pool.stratify:
+        return split.y[pool.stratify]
+    for t, spec in pool.specs.items():
+        labels = spec.stratify_labels(split.y[t])
+        if labels is not None and t not in split.labelled:
+            return labels
+    return torch.zeros(len(split), dtype=torch.long)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

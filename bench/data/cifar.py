@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.data import Pool, Split, cached, dataset
-from bench.tasks import TaskSpec
+from bench.kinds.classification import Binary, Multiclass
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 VEHICLES = (0, 1, 8, 9)
@@ -47,8 +47,8 @@ def cifar10(root: Path, download: bool) -> Pool:
         train=_split(arrays["train_x"], arrays["train_y"]),
         test=_split(arrays["test_x"], arrays["test_y"]),
         specs={
-            "class10": TaskSpec(name="class10", kind="multiclass", classes=10, class_names=CLASSES),
-            "animal": TaskSpec(name="animal", kind="binary", classes=2, class_names=("non-animal", "animal")),
+            "class10": Multiclass(name="class10", classes=10, class_names=CLASSES),
+            "animal": Binary(name="animal", class_names=("non-animal", "animal")),
         },
         stratify="class10",
     )

@@ -20,7 +20,7 @@ So a network with a Fourier stream has something to find on `b` and `c`, nothing
 
 `a` and `b` are balanced exactly (every class equally often, up to rounding), `c` is uniform. Every
 glyph is mirror-symmetric; a horizontal flip maps orientation theta to 180 deg - theta, which
-`flip` applies to `b`.
+`flip_labels` applies to `b`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from bench.data import Pool, Split, cached, dataset, source_digest
-from bench.tasks import TaskSpec
+from bench.kinds.classification import Multiclass
+from bench.kinds.regression import Regression
 
 SIZE = 32
 GLYPHS = ("disk", "ring", "square", "frame", "diamond", "plus", "cross", "triangle", "bar", "tee")
@@ -57,10 +58,10 @@ def freq3(root: Path, download: bool, *, n: int = 3_000, n_test: int = 1_000, se
     return Pool(
         train=Split(arrays["train_x"], {t: arrays[f"train_{t}"] for t in "abc"}),
         test=Split(arrays["test_x"], {t: arrays[f"test_{t}"] for t in "abc"}),
-        specs={"a": TaskSpec(name="a", kind="multiclass", classes=len(GLYPHS), class_names=GLYPHS),
-               "b": TaskSpec(name="b", kind="multiclass", classes=len(b_names), class_names=b_names),
-               "c": TaskSpec(name="c", kind="regression", dim=1)},
-        stratify="b", flip=flip,
+        specs={"a": Multiclass(name="a", classes=len(GLYPHS), class_names=GLYPHS),
+               "b": Multiclass(name="b", classes=len(b_names), class_names=b_names),
+               "c": Regression(name="c", dim=1)},
+        stratify="b", flip_labels=flip_labels,
     )
 
 
@@ -136,10 +137,10 @@ def mirror_b(b: torch.Tensor) -> torch.Tensor:
     return (ORIENTATIONS - o) % ORIENTATIONS * len(FREQUENCIES) + f
 
 
-def flip(x: torch.Tensor, y: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mirror the images in `mask` (B,); glyphs are symmetric, so only the orientation in `b` changes."""
-    x = torch.where(mask[:, None, None, None], x.flip(3), x)
+def flip_labels(y: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Labels of the images mirrored where `mask` (B,) is set: glyphs are symmetric, so only the
+    orientation in `b` changes."""
     y = dict(y)
     if "b" in y:
         y["b"] = torch.where(mask, mirror_b(y["b"]), y["b"])
-    return x, y
+    return y

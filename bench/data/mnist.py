@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.data import Pool, Split, cached, carve, dataset
-from bench.tasks import TaskSpec
+from bench.kinds.classification import Binary, Multiclass
 
 FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -57,8 +57,8 @@ def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
                      "Not comparable with results on the standard 60,000 / 10,000 split.")
     return Pool(
         train=train, test=test, notes=notes, stratify="digit",
-        specs={"digit": TaskSpec(name="digit", kind="multiclass", classes=10, class_names=tuple("0123456789")),
-               "parity": TaskSpec(name="parity", kind="binary", classes=2, class_names=("even", "odd"))},
+        specs={"digit": Multiclass(name="digit", classes=10, class_names=tuple("0123456789")),
+               "parity": Binary(name="parity", class_names=("even", "odd"))},
     )
 
 

@@ -12,8 +12,8 @@ Tasks:
 - `counts` (regression, dim 6): the number of shapes of each type, in TYPES order.
 
 The horizontal flip is label-aware: mirroring turns right-pointing triangles into left-pointing
-ones, so `flip` swaps those two types in both labels. Rotations are not implemented. Random crops
-can push edge shapes out of the frame, so suites on this dataset set `crop_pad: 0`.
+ones, so `flip_labels` swaps those two types in both labels. Rotations are not implemented.
+Random crops can push edge shapes out of the frame, so suites on this dataset set `crop_pad: 0`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from bench.data import Pool, Split, cached, dataset, source_digest
-from bench.tasks import TaskSpec
+from bench.kinds.classification import Multiclass
+from bench.kinds.regression import Regression
 
 TYPES = ("square", "circle", "triangle_up", "triangle_right", "triangle_down", "triangle_left")
 MIRROR = (0, 1, 2, 5, 4, 3)  # type index after a horizontal flip
@@ -49,9 +50,9 @@ def shapes(root: Path, download: bool, *, n: int = 10_000, n_test: int = 2_000, 
     return Pool(
         train=Split(arrays["train_x"], {"pair": arrays["train_pair"], "counts": arrays["train_counts"]}),
         test=Split(arrays["test_x"], {"pair": arrays["test_pair"], "counts": arrays["test_counts"]}),
-        specs={"pair": TaskSpec(name="pair", kind="multiclass", classes=CLASSES, class_names=names),
-               "counts": TaskSpec(name="counts", kind="regression", dim=len(TYPES))},
-        stratify="pair", flip=flip,
+        specs={"pair": Multiclass(name="pair", classes=CLASSES, class_names=names),
+               "counts": Regression(name="counts", dim=len(TYPES))},
+        stratify="pair", flip_labels=flip_labels,
     )
 
 
@@ -128,12 +129,12 @@ def _mirrored_pairs() -> torch.Tensor:
     return torch.from_numpy(counts_to_pair(pair_to_counts(labels)[:, list(MIRROR)]))
 
 
-def flip(x: torch.Tensor, y: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mirror the images in `mask` (B,) and swap left/right triangles in whichever labels are present."""
-    x = torch.where(mask[:, None, None, None], x.flip(3), x)
+def flip_labels(y: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Labels of the images mirrored where `mask` (B,) is set: left and right triangles swap, in
+    whichever of the labels are present."""
     y = dict(y)
     if "counts" in y:
         y["counts"] = torch.where(mask[:, None], y["counts"][:, list(MIRROR)], y["counts"])
     if "pair" in y:
         y["pair"] = torch.where(mask, _mirrored_pairs().to(y["pair"].device)[y["pair"]], y["pair"])
-    return x, y
+    return y

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from bench.data import Pool, Split, dataset
-from bench.tasks import TaskSpec
+from bench.kinds.classification import Binary, Multiclass
+from bench.kinds.regression import Regression
 
 
 @dataset("synthetic", tasks=("quadrant", "top", "brightness"))
@@ -20,10 +21,10 @@ def synthetic(root: Path, download: bool, *, n_train: int = 512, n_test: int = 2
               image_size: int = 16, channels: int = 3, seed: int = 0) -> Pool:
     gen = torch.Generator().manual_seed(seed)
     specs = {
-        "quadrant": TaskSpec(name="quadrant", kind="multiclass", classes=4,
-                             class_names=("top-left", "top-right", "bottom-left", "bottom-right")),
-        "top": TaskSpec(name="top", kind="binary", classes=2, class_names=("bottom", "top")),
-        "brightness": TaskSpec(name="brightness", kind="regression", dim=1),
+        "quadrant": Multiclass(name="quadrant", classes=4,
+                               class_names=("top-left", "top-right", "bottom-left", "bottom-right")),
+        "top": Binary(name="top", class_names=("bottom", "top")),
+        "brightness": Regression(name="brightness", dim=1),
     }
     return Pool(train=_make(n_train, image_size, channels, gen), test=_make(n_test, image_size, channels, gen),
                 specs=specs, stratify="quadrant")

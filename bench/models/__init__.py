@@ -1,9 +1,12 @@
 """Backbones (a registry) and the multi-task models built from them.
 
-A backbone is a list of stages ending in flat features (B, feature_dim); the last stage is the
-"shared" trunk (for AlexNet its classifier MLP), the others the feature extractor. Models expose one
-seam, `forward(x) -> {task: (B, out_dim)}`, plus `param_groups()` naming which parameters are
+A backbone is a list of stages producing a feature map (B, channels, H / stride, W / stride),
+optionally followed by a trunk that turns the map into a vector (B, vector_dim): for AlexNet its
+flatten + classifier MLP, for the dual-stream net its fusion layer. The trunk is shared by every
+head that reads a vector (classification, regression); dense heads read the map. Models expose
+one seam, `forward(x) -> {task: output}`, plus `param_groups()` naming which parameters are
 shared and which belong to each task, so strategies never reach into a model's internals.
+Heads come from the task kinds (`TaskSpec.head`, bench/kinds).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bench.kinds import FeatureInfo, TaskSpec
 from bench.registry import Registry
-from bench.tasks import TaskSpec
 
 BACKBONES = Registry("backbone")
 
@@ -30,33 +33,41 @@ class BackboneContext:
 
 
 class Backbone(nn.Module):
-    def __init__(self, stages: list[nn.Module], feature_dim: int):
+    """Feature stages (each a module on the previous one's output) and an optional trunk.
+
+    `channels` and `stride` describe the last stage's map for an `image_size` input; `vector_dim`
+    the trunk's output width.
+    """
+
+    def __init__(self, stages: list[nn.Module], *, image_size: int, channels: int, stride: int,
+                 trunk: nn.Module | None = None, vector_dim: int | None = None):
         super().__init__()
+        if (trunk is None) != (vector_dim is None):
+            raise ValueError("a backbone's trunk and its vector_dim come together")
         self.stages = nn.ModuleList(stages)
-        self.feature_dim = feature_dim
+        self.trunk = trunk
+        self.image_size, self.channels, self.stride, self.vector_dim = image_size, channels, stride, vector_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
             x = stage(x)
-        return x  # (B, feature_dim)
+        return x  # (B, channels, H / stride, W / stride)
 
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, first to last (for necks that fuse strides, or per-stage attention)."""
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
 
-def make_head(in_dim: int, spec: TaskSpec, *, hidden: list[int] | tuple[int, ...] = (),
-              dropout: float = 0.0, sigmoid: bool = False) -> nn.Sequential:
-    """Task head: optional hidden ReLU layers (with dropout before the output), then the output layer.
+    def features(self) -> FeatureInfo:
+        return FeatureInfo(channels=self.channels, stride=self.stride, vector_dim=self.vector_dim,
+                           image_size=self.image_size)
 
-    `sigmoid` bounds a regression output to [0, 1] (seed 000's head C).
-    """
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
-        in_dim = width
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.Linear(in_dim, spec.out_dim))
-    if sigmoid:
-        layers.append(nn.Sigmoid())
-    return nn.Sequential(*layers)
+    def units(self) -> list[nn.Module]:
+        """Stages then the trunk: the positions a cross-stitch unit can follow (1-based)."""
+        return [*self.stages, *([self.trunk] if self.trunk is not None else [])]
 
 
 HEAD_KEYS = ("hidden", "dropout", "sigmoid")
@@ -78,9 +89,16 @@ def check_heads(heads: dict[str, dict], tasks: tuple[str, ...] | None = None) ->
             raise ValueError(f"heads.{task}.sigmoid: expected true or false, got {cfg['sigmoid']!r}")
 
 
-def make_heads(in_dim: int, specs: dict[str, TaskSpec], heads: dict[str, dict]) -> nn.ModuleDict:
+def make_heads(features: FeatureInfo, specs: dict[str, TaskSpec], heads: dict[str, dict]) -> nn.ModuleDict:
+    """One head per task, built by its kind on `features`, with the suite's per-task head settings."""
     check_heads(heads)
-    return nn.ModuleDict({t: make_head(in_dim, s, **heads.get(t, {})) for t, s in specs.items()})
+    return nn.ModuleDict({t: s.head(features, **heads.get(t, {})) for t, s in specs.items()})
+
+
+def apply_heads(heads: nn.ModuleDict, trunk: nn.Module | None, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each head on what it reads: the feature map, or the trunk's vector (computed once)."""
+    vector = trunk(fmap) if trunk is not None and any(h.reads == "vector" for h in heads.values()) else None
+    return {t: h(vector if h.reads == "vector" else fmap) for t, h in heads.items()}
 
 
 class MultiHeadNet(nn.Module):
@@ -89,17 +107,15 @@ class MultiHeadNet(nn.Module):
     def __init__(self, backbone: Backbone, specs: dict[str, TaskSpec], heads: dict[str, dict] | None = None):
         super().__init__()
         self.backbone = backbone
-        self.heads = make_heads(backbone.feature_dim, specs, heads or {})
+        self.heads = make_heads(backbone.features(), specs, heads or {})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.backbone(x)
-        return {t: head(z) for t, head in self.heads.items()}
+        return apply_heads(self.heads, self.backbone.trunk, self.backbone(x))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        stages = self.backbone.stages
         groups = {
-            "backbone": [p for s in stages[:-1] for p in s.parameters()],
-            "shared": list(stages[-1].parameters()),
+            "backbone": list(self.backbone.stages.parameters()),
+            "shared": list(self.backbone.trunk.parameters()) if self.backbone.trunk is not None else [],
         }
         groups.update({f"head/{t}": list(h.parameters()) for t, h in self.heads.items()})
         return groups
@@ -122,11 +138,11 @@ class CrossStitchUnit(nn.Module):
 
 
 class CrossStitchNet(nn.Module):
-    """One backbone column per task, cross-stitch units after the chosen stages (1-based).
+    """One backbone column per task, cross-stitch units after the chosen units (1-based).
 
-    `stitch_after=None` stitches after the first two stages that are not the last (trunk) stage:
-    [1, 2] for a backbone of four stages, [1] for one of two. An explicit stage outside
-    1..n_stages-1 is a ValueError.
+    A column's units are its stages then its trunk. `stitch_after=None` stitches after the first
+    two units that are not the last: [1, 2] for a backbone of four units, [1] for one of two. An
+    explicit unit outside 1..n_units-1 is a ValueError.
     """
 
     def __init__(self, make_backbone: Callable[[], Backbone], specs: dict[str, TaskSpec], *,
@@ -134,30 +150,38 @@ class CrossStitchNet(nn.Module):
         super().__init__()
         self.tasks = list(specs)
         self.columns = nn.ModuleList(make_backbone() for _ in self.tasks)
-        n_stages = len(self.columns[0].stages)
+        n_units = len(self.columns[0].units())
         if stitch_after is None:
-            stitch_after = [s for s in (1, 2) if s < n_stages]
+            stitch_after = [s for s in (1, 2) if s < n_units]
         for s in stitch_after:
-            if not 1 <= s < n_stages:
-                raise ValueError(f"stitch_after: stage {s} out of range 1..{n_stages - 1}")
+            if not 1 <= s < n_units:
+                raise ValueError(f"stitch_after: stage {s} out of range 1..{n_units - 1}")
         self.stitch_after = sorted(stitch_after)
         self.stitches = nn.ModuleDict({str(s): CrossStitchUnit(len(self.tasks), self_weight) for s in self.stitch_after})
-        dim = self.columns[0].feature_dim
-        self.heads = nn.ModuleDict({t: make_heads(dim, {t: specs[t]}, heads or {})[t] for t in self.tasks})
+        features = self.columns[0].features()
+        self.heads = nn.ModuleDict({t: make_heads(features, {t: specs[t]}, heads or {})[t] for t in self.tasks})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        hs = [x] * len(self.tasks)
-        for i in range(len(self.columns[0].stages)):
-            hs = [col.stages[i](h) for col, h in zip(self.columns, hs)]
+        columns = [c.units() for c in self.columns]
+        n_stages = len(self.columns[0].stages)
+        hs, maps = [x] * len(self.tasks), None
+        for i in range(len(columns[0])):
+            if i == n_stages:
+                maps = hs  # each column's feature map, before its trunk
+            hs = [units[i](h) for units, h in zip(columns, hs)]
             if str(i + 1) in self.stitches:
                 hs = self.stitches[str(i + 1)](hs)
-        return {t: self.heads[t](h) for t, h in zip(self.tasks, hs)}
+        maps = hs if maps is None else maps
+        out = {}
+        for t, m, v in zip(self.tasks, maps, hs):
+            head = self.heads[t]
+            out[t] = head(v if head.reads == "vector" else m)
+        return out
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {
-            "backbone": [p for c in self.columns for s in c.stages[:-1] for p in s.parameters()]
-            + list(self.stitches.parameters()),
-            "shared": [p for c in self.columns for p in c.stages[-1].parameters()],
+            "backbone": [p for c in self.columns for p in c.stages.parameters()] + list(self.stitches.parameters()),
+            "shared": [p for c in self.columns if c.trunk is not None for p in c.trunk.parameters()],
         }
         groups.update({f"head/{t}": list(h.parameters()) for t, h in self.heads.items()})
         return groups

@@ -1,10 +1,11 @@
 """`convnet`: a plain CNN built from the suite (seed 004's config-built network).
 
-Stages (one per conv block, then the trunk), for widths [w1, .., wn]:
+Stages (one per conv block), for widths [w1, .., wn], then the trunk:
   block i: (Conv(w_i, 3x3) [BatchNorm] ReLU) x convs, then max / avg / no 2x2 pooling -> (B, w_i, H_i, W_i)
   trunk:   [global max / avg pooling] flatten, Dropout, Linear(hidden) ReLU  -> (B, hidden)
            (hidden: 0 leaves the flattened features as they are)
-Cross-stitch units can go after any conv block (stages 1..n); heads read the trunk's features.
+Cross-stitch units can go after any conv block (1..n); classification heads read the trunk's
+features, dense heads the last block's map.
 
     backbone: {name: convnet, widths: [32, 64, 128], pool: max, global_pool: avg, hidden: 256}
 """
@@ -28,7 +29,7 @@ def convnet(ctx: BackboneContext, *, widths: list[int] | tuple[int, ...] = (32, 
     for where, value in [("pool", p) for p in pools] + [("global_pool", global_pool)]:
         if value not in POOLS:
             raise ValueError(f"backbone.{where}: {value!r} unknown; valid: {', '.join(POOLS)}")
-    stages, cin, size = [], ctx.in_channels, ctx.image_size
+    stages, cin, size, stride = [], ctx.in_channels, ctx.image_size, 1
     for width, p in zip(widths, pools):
         layers = []
         for i in range(convs):
@@ -38,13 +39,16 @@ def convnet(ctx: BackboneContext, *, widths: list[int] | tuple[int, ...] = (32, 
         if p != "none":
             layers.append(nn.MaxPool2d(2) if p == "max" else nn.AvgPool2d(2))
             size //= 2
+            stride *= 2
         stages.append(nn.Sequential(*layers))
         cin = width
     if size < 1:
         raise ValueError(f"backbone.pool: {len([p for p in pools if p != 'none'])} poolings shrink a "
                          f"{ctx.image_size}px image to nothing; use fewer blocks or pool: none on some")
-    stages.append(_trunk(cin, size, global_pool, dropout, hidden))
-    return Backbone(stages, hidden or cin * (1 if global_pool != "none" else size * size))
+    trunk = _trunk(cin, size, global_pool, dropout, hidden)
+    vector_dim = hidden or cin * (1 if global_pool != "none" else size * size)
+    return Backbone(stages, image_size=ctx.image_size, channels=cin, stride=stride, trunk=trunk,
+                    vector_dim=vector_dim)
 
 
 def _trunk(channels: int, size: int, global_pool: str, dropout: float, hidden: int) -> nn.Sequential:

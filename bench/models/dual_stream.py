@@ -5,11 +5,12 @@ Two streams read the same normalised image (shapes for a 32x32 input, default wi
              128 (stride 2, 1x1 projection shortcut), 128 -> BN ReLU -> global avg pool -> (B, 128)
   frequency: log |FFT2| per channel, standardised per frequency bin with train-sample statistics,
              clipped -> [Conv BN ReLU MaxPool Dropout] x 2 (32, 64) -> global avg pool -> (B, 64)
-Stages (Backbone runs them in sequence):
-  1. both streams, concatenated              -> (B, 192)   (B, 128 for spatial_only)
-  2. trunk: Linear(256) BatchNorm1d ReLU      -> (B, 256)
-So cross-stitch can only stitch after stage 1 (its default here); heads read the 256 trunk
-features and take seed 000's shapes from HardShare's `heads:` parameter.
+One stage, then the trunk:
+  1. both streams, concatenated              -> (B, 192, 1, 1)   (B, 128, 1, 1 for spatial_only)
+  trunk: flatten Linear(256) BatchNorm1d ReLU -> (B, 256)
+The streams pool globally before they fuse, so the "feature map" is 1x1: dense heads have nothing
+to read here. Cross-stitch can only stitch after stage 1 (its default here); heads read the 256
+trunk features and take seed 000's shapes from HardShare's `heads:` parameter.
 `spatial_only` is the same network without the frequency stream, for ablation.
 """
 
@@ -132,8 +133,8 @@ class TwoStreams(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frequency is None:
-            return self.spatial(x)
-        return torch.cat([self.spatial(x), self.frequency(x)], 1)  # (B, spatial + frequency)
+            return self.spatial(x)[:, :, None, None]
+        return torch.cat([self.spatial(x), self.frequency(x)], 1)[:, :, None, None]  # (B, spatial + frequency, 1, 1)
 
 
 def two_stream_net(ctx: BackboneContext, frequency: FrequencyStream | None, *, widths: tuple[int, ...],
@@ -142,8 +143,10 @@ def two_stream_net(ctx: BackboneContext, frequency: FrequencyStream | None, *, w
     if not widths:
         raise ValueError("backbone.widths: expected a non-empty list of channel counts")
     features = widths[-1] + (frequency.out_dim if frequency is not None else 0)
-    trunk = nn.Sequential(nn.Linear(features, fusion), nn.BatchNorm1d(fusion), nn.ReLU(inplace=True))
-    return Backbone([TwoStreams(spatial_stream(ctx.in_channels, tuple(widths)), frequency), trunk], fusion)
+    trunk = nn.Sequential(nn.Flatten(), nn.Linear(features, fusion), nn.BatchNorm1d(fusion), nn.ReLU(inplace=True))
+    return Backbone([TwoStreams(spatial_stream(ctx.in_channels, tuple(widths)), frequency)],
+                    image_size=ctx.image_size, channels=features, stride=ctx.image_size, trunk=trunk,
+                    vector_dim=fusion)
 
 
 @BACKBONES.register("dual_stream")

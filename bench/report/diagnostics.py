@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from bench.tasks import TaskSpec
+from bench.kinds import TaskSpec
 
 SHAPIRO_MAX_N = 5000  # scipy's Shapiro-Wilk p-value is accurate only up to N = 5000 (it warns above)
 
@@ -82,11 +82,5 @@ def hardest_examples(spec: TaskSpec, arrays: dict[str, np.ndarray], task: str) -
     idx = arrays[f"gallery_index__{task}"]
     pred, target = arrays[f"pred__{task}"][idx].astype(np.float32), arrays[f"target__{task}"][idx]
     images, losses = arrays[f"gallery_x__{task}"], arrays[f"gallery_loss__{task}"]
-    return [Example(images[n], int(i), _label(spec, target[n]), _label(spec, pred[n], predicted=True),
+    return [Example(images[n], int(i), spec.describe(target[n]), spec.describe(pred[n], predicted=True),
                     float(losses[n])) for n, i in enumerate(idx)]
-
-
-def _label(spec: TaskSpec, value: np.ndarray, predicted: bool = False) -> str:
-    if spec.is_classification:
-        return spec.label(int(np.argmax(value)) if predicted else int(value))
-    return ", ".join(f"{v:.2f}" for v in np.ravel(value)[:3])

@@ -13,9 +13,9 @@ from tabulate import tabulate
 
 from bench.report import ReportData, figures
 from bench.report.forgetting import average_final, bwt, forgetting as summarise
-from bench.report.sections import _scale_digits, dataset_specs
+from bench.kinds import TaskSpec
+from bench.report.sections import dataset_specs
 from bench.report.stats import fmt_mean_std, mean_std
-from bench.tasks import TaskSpec
 
 INTRO = ("R[k][j] is task j's test score (primary metric) after stage k; the diagonal is each task right "
          "after its own stage (its baseline). Drop % compares a task's final score with its baseline "
@@ -45,9 +45,9 @@ def forgetting(d: ReportData) -> str:
             threshold = float(records[0]["extra"]["forgetting_threshold"])
             parts.append(f"### {ds} / {strategy}\n\n" + _strategy_block(tasks, Rs, threshold, specs))
             for j, t in enumerate(tasks):  # (baselines, finals) over seeds, in display units
-                scale = _scale_digits(specs[t])[0]
+                scale = specs[t].display[0]
                 bars.setdefault(t, {})[strategy] = (Rs[:, j, j] * scale, Rs[:, -1, j] * scale)
-        labels = {t: _unit(specs[t]) for t in bars}
+        labels = {t: specs[t].unit for t in bars}
         path = figures.forgetting_bars(d.fig_dir / f"forgetting_{ds}.png",
                                        f"{ds}: baseline (own stage) vs final score per task", bars, labels)
         parts.append(f"![forgetting {ds}]({d.figure_link(path)})")
@@ -65,7 +65,7 @@ def _strategy_block(tasks: list[str], Rs: np.ndarray, threshold: float, specs: d
     for j, t in enumerate(tasks):
         mean_drop = mean_std(drops[:, j])[0]  # NaN (no verdict) only when a baseline was 0
         task_table.append({
-            "task": t, "metric": _unit(specs[t]), "baseline": _fmt(specs[t], mean_R[j, j]),
+            "task": t, "metric": specs[t].unit, "baseline": _fmt(specs[t], mean_R[j, j]),
             "final": _fmt(specs[t], mean_R[-1, j]), "drop %": fmt_mean_std(drops[:, j], 1, 1),
             f"drop ≤ {threshold:g}%": "pass" if mean_drop <= threshold else "FAIL" if mean_drop > threshold else "-",
         })
@@ -81,16 +81,12 @@ def _totals(Rs: np.ndarray, tasks: list[str], higher: list[bool], specs: dict[st
     """BWT and average final score over the tasks whose primary metric is `metric` (same units)."""
     cols = [j for j, t in enumerate(tasks) if specs[t].primary == metric]
     spec = specs[tasks[cols[0]]]
-    scale, digits = _scale_digits(spec)
-    return (f"- {_unit(spec)}, tasks {', '.join(tasks[j] for j in cols)}: "
+    scale, digits = spec.display
+    return (f"- {spec.unit}, tasks {', '.join(tasks[j] for j in cols)}: "
             f"BWT {fmt_mean_std([bwt(R, higher, cols) for R in Rs], scale, digits)}, "
             f"average final {fmt_mean_std([average_final(R, cols) for R in Rs], scale, digits)}")
 
 
-def _unit(spec: TaskSpec) -> str:
-    return "accuracy %" if spec.is_classification else f"{spec.primary.upper()} (lower is better)"
-
-
 def _fmt(spec: TaskSpec, value: float) -> str:
-    scale, digits = _scale_digits(spec)
+    scale, digits = spec.display
     return f"{value * scale:.{digits}f}"

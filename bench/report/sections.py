@@ -9,15 +9,14 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench import tasks as T
+from bench.kinds import TaskSpec
+from bench.kinds.classification import confusion
 from bench.report import ReportData, now
 from bench.report import diagnostics as D
 from bench.report import figures
 from bench.report.stats import delta_m, fmt_mean_std
 from bench.strategies import STRATEGIES, Strategy
 
-CLASSIFICATION_COLUMNS = (("accuracy", "acc %"), ("macro_f1", "macro-F1 %"))
-REGRESSION_COLUMNS = (("mae", "MAE"), ("rmse", "RMSE"))
 DETAIL_COLUMNS = (("macro_precision", "macro P %"), ("macro_recall", "macro R %"), ("macro_f1", "macro F1 %"),
                   ("weighted_precision", "weighted P %"), ("weighted_f1", "weighted F1 %"), ("accuracy", "acc %"))
 RESIDUAL_COLUMNS = (("mean", "mean"), ("std", "std"), ("skewness", "skewness"), ("kurtosis", "kurtosis"))
@@ -102,8 +101,8 @@ def _dataset_table(rows: pd.DataFrame, specs: dict, entries: dict[str, Strategy]
         line = {"strategy": strategy}
         for task, spec in specs.items():
             trows = srows[srows.task == task]
-            scale, digits = _scale_digits(spec)
-            for metric, label in CLASSIFICATION_COLUMNS if spec.is_classification else REGRESSION_COLUMNS:
+            scale, digits = spec.display
+            for metric, label in spec.columns:
                 line[f"{task} {label}"] = fmt_mean_std(trows.get(f"test_{metric}", pd.Series(dtype=float)), scale, digits)
         multi = strategy in entries and entries[strategy].multi_task
         if baseline is None:
@@ -119,12 +118,7 @@ def _dataset_table(rows: pd.DataFrame, specs: dict, entries: dict[str, Strategy]
     return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
 
 
-def _scale_digits(spec: T.TaskSpec) -> tuple[int, int]:
-    """Accuracies are shown in percent with 2 decimals, regression errors as they are with 4."""
-    return (100, 2) if spec.is_classification else (1, 4)
-
-
-def _delta_m(srows: pd.DataFrame, base: pd.DataFrame, specs: dict[str, T.TaskSpec]) -> str:
+def _delta_m(srows: pd.DataFrame, base: pd.DataFrame, specs: dict[str, TaskSpec]) -> str:
     """delta_m per seed against the STL rows of that seed (a seed-less ensemble: their mean), mean ± std."""
     values = []
     for seed, seed_rows in srows.groupby("seed", dropna=False):
@@ -136,18 +130,18 @@ def _delta_m(srows: pd.DataFrame, base: pd.DataFrame, specs: dict[str, T.TaskSpe
     return fmt_mean_std(values, 1, 2)
 
 
-def dataset_specs(d: ReportData, dataset: str) -> dict[str, T.TaskSpec]:
+def dataset_specs(d: ReportData, dataset: str) -> dict[str, TaskSpec]:
     """TaskSpecs of a dataset's tasks, rebuilt from a stored cell config (the report never loads data)."""
     specs = {}
     for r in d.records:
         if r["dataset"] == dataset and r.get("status") == "done":
             for t, s in r.get("specs", {}).items():
-                specs.setdefault(t, T.TaskSpec.from_dict(s))
+                specs.setdefault(t, TaskSpec.from_dict(s))
     order = next((list(c.tasks) for c in d.suite.datasets if c.name == dataset), list(specs))
     return {t: specs[t] for t in order if t in specs}
 
 
-def _tasks(d: ReportData, want: Callable[[T.TaskSpec], bool]) -> Iterator[tuple[str, str, T.TaskSpec, pd.DataFrame]]:
+def _tasks(d: ReportData, want: Callable[[TaskSpec], bool]) -> Iterator[tuple[str, str, TaskSpec, pd.DataFrame]]:
     """(dataset, task, spec, that task's rows) for every task of finished cells whose spec `want`s."""
     for ds, rows in d.rows.groupby("dataset", sort=False):
         for task, spec in dataset_specs(d, ds).items():
@@ -166,19 +160,19 @@ def _arrays(d: ReportData, cell: str, task: str) -> tuple[np.ndarray, np.ndarray
     return p[f"pred__{task}"].astype(np.float32), p[f"target__{task}"]
 
 
-def _confusions(d: ReportData, cells: list[str], task: str, spec: T.TaskSpec) -> list[np.ndarray]:
+def _confusions(d: ReportData, cells: list[str], task: str, spec: TaskSpec) -> list[np.ndarray]:
     """One (classes, classes) test confusion matrix per cell."""
-    return [T.confusion(pred.argmax(1), target.astype(int), spec.classes)
+    return [confusion(pred.argmax(1), target.astype(int), spec.classes)
             for pred, target in (_arrays(d, c, task) for c in cells)]
 
 
-def _class_names(spec: T.TaskSpec) -> list[str]:
+def _class_names(spec: TaskSpec) -> list[str]:
     return [spec.label(i) for i in range(spec.classes)]
 
 
 def classification_details(d: ReportData) -> str:
     table = []
-    for ds, task, spec, trows in _tasks(d, lambda s: s.is_classification):
+    for ds, task, spec, trows in _tasks(d, lambda s: "class_metrics" in s.panels):
         for strategy, srows in trows.groupby("strategy", sort=False):
             line = {"dataset": ds, "task": task, "strategy": strategy}
             for metric, label in DETAIL_COLUMNS:
@@ -194,7 +188,7 @@ def classification_details(d: ReportData) -> str:
 
 def confusion_matrices(d: ReportData) -> str:
     parts = []
-    for ds, task, spec, trows in _tasks(d, lambda s: s.is_classification):
+    for ds, task, spec, trows in _tasks(d, lambda s: "confusion" in s.panels):
         mats = {s: sum(_confusions(d, cells, task, spec)) for s, cells in _strategy_cells(trows).items()}
         masked = spec.classes > MASK_DIAGONAL_ABOVE
         path = figures.confusion_panels(d.fig_dir / f"confusion_{ds}_{task}.png",
@@ -213,7 +207,7 @@ def confusion_matrices(d: ReportData) -> str:
            "strategy.\n\n" + "\n\n".join(parts)
 
 
-def _confusion_pairs(mats: dict[str, np.ndarray], spec: T.TaskSpec) -> str:
+def _confusion_pairs(mats: dict[str, np.ndarray], spec: TaskSpec) -> str:
     table = [{"strategy": s, "true": spec.label(p["true"]), "predicted": spec.label(p["predicted"]),
               "count": p["count"], "% of true class": f"{100 * p['share']:.1f}"}
              for s, cm in mats.items() for p in D.top_confusions(cm, TOP_PAIRS)]
@@ -222,7 +216,7 @@ def _confusion_pairs(mats: dict[str, np.ndarray], spec: T.TaskSpec) -> str:
 
 def per_class_accuracy(d: ReportData) -> str:
     parts = []
-    for ds, task, spec, trows in _tasks(d, lambda s: s.is_classification and s.classes > MANY_CLASSES):
+    for ds, task, spec, trows in _tasks(d, lambda s: "per_class" in s.panels and s.classes > MANY_CLASSES):
         cms = {s: _confusions(d, cells, task, spec) for s, cells in _strategy_cells(trows).items()}
         accs = {s: D.per_class_accuracy(sum(m))[0] for s, m in cms.items()}
         support = next(iter(cms.values()))[0].sum(1)  # every cell predicts the same test set
@@ -240,7 +234,7 @@ def per_class_accuracy(d: ReportData) -> str:
 
 def residual_diagnostics(d: ReportData) -> str:
     parts = []
-    for ds, task, spec, trows in _tasks(d, lambda s: not s.is_classification):
+    for ds, task, spec, trows in _tasks(d, lambda s: "residuals" in s.panels):
         res = {s: [D.residuals(*_arrays(d, c, task)) for c in cells] for s, cells in _strategy_cells(trows).items()}
         path = figures.residuals(d.fig_dir / f"residuals_{ds}_{task}.png",
                                  f"{ds} / {task}: test residuals, seeds pooled",
@@ -272,7 +266,7 @@ def _residual_table(res: dict[str, list[np.ndarray]]) -> str:
 
 def hardest_examples(d: ReportData) -> str:
     parts = []
-    for ds, task, spec, trows in _tasks(d, lambda s: True):
+    for ds, task, spec, trows in _tasks(d, lambda s: "hardest" in s.panels):
         rows = {s: _first_gallery(d, cells, task, spec) for s, cells in _strategy_cells(trows).items()}
         rows = {s: r for s, r in rows.items() if r}
         if rows:
@@ -286,7 +280,7 @@ def hardest_examples(d: ReportData) -> str:
            "ambiguous labels and for a kind of image every strategy gets wrong.\n\n" + "\n\n".join(parts)
 
 
-def _first_gallery(d: ReportData, cells: list[str], task: str, spec: T.TaskSpec) -> list[D.Example]:
+def _first_gallery(d: ReportData, cells: list[str], task: str, spec: TaskSpec) -> list[D.Example]:
     """The stored gallery of the lowest-seed cell that has one (stores from before it have none)."""
     return next((ex for c in cells if (ex := D.hardest_examples(spec, d.store.predictions(c), task))), [])
 
@@ -328,10 +322,10 @@ def ensembles(d: ReportData) -> str:
             for t, spec in specs.items():
                 if t in r["test"]:
                     table.append(_gain_row(ds, label, t, spec, r))
-                    scale = _scale_digits(spec)[0]
+                    scale = spec.display[0]
                     members = [v * scale for v in _member_values(r, t, spec.primary)]
                     panels.setdefault(t, {})[label] = (members, r["test"][t][spec.primary] * scale)
-        ylabels = {t: "accuracy %" if s.is_classification else "MAE (lower is better)" for t, s in specs.items()}
+        ylabels = {t: s.unit for t, s in specs.items()}
         path = figures.ensemble_members(d.fig_dir / f"ensemble_{ds}.png", f"{ds}: ensemble vs its members (test)",
                                         panels, ylabels)
         figs.append(f"![ensemble {ds}]({d.figure_link(path)})")
@@ -345,8 +339,8 @@ def ensembles(d: ReportData) -> str:
             "one.\n\n" + "\n\n".join(figs))
 
 
-def _gain_row(ds: str, label: str, task: str, spec: T.TaskSpec, r: dict) -> dict:
-    metric, (scale, digits) = spec.primary, _scale_digits(spec)
+def _gain_row(ds: str, label: str, task: str, spec: TaskSpec, r: dict) -> dict:
+    metric, (scale, digits) = spec.primary, spec.display
     members = _member_values(r, task, metric)
     best = max(members) if spec.higher_is_better else min(members)
     return {"dataset": ds, "ensemble": label, "task": task, "metric": metric,
