@@ -127,7 +127,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise RecordError(path, f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}; "
+        raise RecordError(path, f"not valid JSON ({err.msg}: line {err.lineno}, column {err.colno}; "
                                 "truncated?)") from None
 
 

@@ -64,7 +64,7 @@ def run_cells(cells: list[Cell], store: Store, device: torch.device, *, force: b
     """Run every cell not already finished with the same key; never raise for a cell's failure."""
     console = console or Console(stderr=True)
     for line in store.recover():
-        console.log(line, markup=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     summary, datasets, t0 = RunSummary(), DataCache(device), time.perf_counter()
     with _progress(console) as progress:
         suite_bar = progress.add_task("suite", total=len(cells))
@@ -83,8 +83,8 @@ def run_cells(cells: list[Cell], store: Store, device: torch.device, *, force: b
 def _is_done(store: Store, cell: Cell, console: Console) -> bool:
     try:
         return store.is_done(cell.name, cell.key)
-    except RecordError as err:
-        console.log(f"damaged result, running the cell again: {err}", markup=False)
+    except RecordError as err:  # one unwrapped line that names the file
+        console.print(f"damaged result {err}; running the cell again", markup=False, highlight=False, soft_wrap=True)
         return False
 
 
