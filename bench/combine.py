@@ -2,10 +2,10 @@
 
 A cell with `members` (see grid.py) is built here instead of trained: the members' predictions are
 read from the store and merged per task by the strategy's `combine` hook, and the result is recorded
-like a trained cell's (test metrics per task in its Record, predictions.npz in its attempt folder). `params` and `train_seconds` are the
-members' sums; `extra` holds each member's metrics and the gain over the mean and the best member.
-Member metrics are recomputed from their stored (float16) predictions, so that a combination of
-identical members shows a gain of exactly 0.
+like a trained cell's (test metrics per task in its Record, predictions.npz in its attempt folder).
+`params` and `train_seconds` are the members' sums; `extra` holds each member's metrics and the
+gain over the mean and the best member. Member metrics are recomputed from their stored (float16)
+predictions, so that a combination of identical members shows a gain of exactly 0.
 """
 
 from __future__ import annotations

@@ -233,8 +233,8 @@ class Manifest:
         for key, kind in nested.items():
             if not isinstance(raw.get(key, []), list):
                 raise RecordError(path, f"{key}: expected a list")
-        return _build(cls, {**raw, **{k: [_build(kind, e, path) for e in raw.get(k, [])] for k, kind in nested.items()}},
-                      path)
+        entries = {k: [_build(kind, e, path) for e in raw.get(k, [])] for k, kind in nested.items()}
+        return _build(cls, {**raw, **entries}, path)
 
     @classmethod
     def from_records(cls, name: str, records: list[Record]) -> "Manifest":
@@ -249,7 +249,9 @@ class Manifest:
                 id=r.strategy, name=r.strategy_name, multi_task=r.multi_task,
                 of=members[0].strategy if members else None,
                 seeds=tuple(sorted({m.seed for m in members if m.seed is not None}))))
-        return cls(name=name, seeds=tuple(sorted({r.seed for r in records if r.seed is not None and not r.members})),
+        return cls(name=name, description="(No suite manifest in the store: entries and datasets as the records "
+                                          "name them, in the order they were trained.)",
+                   seeds=tuple(sorted({r.seed for r in records if r.seed is not None and not r.members})),
                    select=next((r.config.get("train", {}).get("select", "loss") for r in ordered), "loss"),
                    datasets=tuple(DatasetEntry(name=n, tasks=t) for n, t in datasets.items()),
                    strategies=tuple(entries.values()))

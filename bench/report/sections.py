@@ -36,7 +36,7 @@ def header(d: ReportData) -> str:
     lines = [
         f"# Suite `{d.manifest.name}`",
         "",
-        d.manifest.description.strip() or "(No suite manifest in the store: entries and datasets as the records name them.)",
+        d.manifest.description.strip(),
         "",
         f"- Generated: {now()} from `{d.store.dir}`",
         f"- Hardware: {', '.join(devices) or 'n/a'}",
