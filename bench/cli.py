@@ -5,7 +5,8 @@
     python -m bench report cifar_mtl         # rebuild reports/cifar_mtl.md from results/ only
 
 SUITE is a name in suites/ or a path to a YAML file. A malformed suite exits with status 2 before
-any training; `run` exits 1 if any cell failed or diverged.
+any training; `run` exits 1 if any cell failed or diverged. `report` also works when the suite file
+is gone: it reads results/<SUITE>/ alone and judges staleness from the code.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from bench.config import SuiteError, load_suite, resolve_suite_path
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
+    path = resolve_suite_path(args.suite)
+    if args.command == "report" and not path.exists():
+        return _report_from_store(path, args, console)
     try:
-        suite = load_suite(resolve_suite_path(args.suite))
+        suite = load_suite(path)
         from bench.grid import expand
 
-        cells = select(expand(suite), getattr(args, "strategies", None), suite)
+        grid = expand(suite)
+        cells = select(grid, getattr(args, "strategies", None), suite)
     except SuiteError as err:
         # escape: messages quote types like dict[str, float], which rich would take for markup
         console.print(f"[red]invalid suite[/red]: {escape(str(err))}", highlight=False)
@@ -39,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
             print(cell.name)
         return 0
     if args.command == "run":
-        return _run(suite, cells, args, console)
+        return _run(suite, grid, cells, args, console)
     if args.command == "perf":
         from bench.perf import perf
 
         rows = perf(cells, args.epochs, args.device)
         return 1 if any(r["status"] != "done" for r in rows) else 0
-    return _report(suite, args, console)
+    return _report(suite, grid, args, console)
 
 
 def select(cells: list, ids: str | None, suite) -> list:
@@ -59,27 +64,55 @@ def select(cells: list, ids: str | None, suite) -> list:
     return [c for c in cells if c.strategy.id in wanted]
 
 
-def _run(suite, cells, args, console: Console) -> int:
+def _run(suite, grid: list, cells: list, args, console: Console) -> int:
+    from bench.grid import manifest
     from bench.runner import pick_device, run_cells
     from bench.store import Store
 
     device = pick_device(args.device)
     console.print(f"suite {suite.name}: {len(cells)} cells on {device}")
-    summary = run_cells(cells, Store(args.results, suite.name), device, force=args.force, console=console)
+    store = Store(args.results, suite.name)
+    store.write_manifest(manifest(suite, grid))  # the report reads the suite from here
+    summary = run_cells(cells, store, device, force=args.force, console=console)
     console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "
                   f"in {summary.wall_seconds:.1f} s")
     if not args.no_report:
-        _report(suite, args, console, run_seconds=summary.wall_seconds)
+        _report(suite, grid, args, console, run_seconds=summary.wall_seconds)
     for name in summary.failed:
-        console.print(f"[red]failed[/red]: {name} (see {Path(args.results) / suite.name / name / 'log.txt'})")
+        console.print(f"[red]failed[/red]: {name} (see {_log_path(store, name)})", highlight=False)
     return 1 if summary.failed else 0
 
 
-def _report(suite, args, console: Console, run_seconds: float | None = None) -> int:
+def _log_path(store, cell: str) -> Path:
+    """The failed attempt's log: beside the earlier result when that was kept."""
+    from bench.store import FAILED_LOG, LOG
+
+    kept = store.cell_dir(cell) / FAILED_LOG
+    return kept if kept.exists() else store.cell_dir(cell) / LOG
+
+
+def _report(suite, grid: list, args, console: Console, run_seconds: float | None = None) -> int:
+    """The report of the store, with staleness against the suite's cells now (its file exists)."""
+    from bench.grid import manifest
     from bench.report import write_report
 
-    path = write_report(suite, Path(args.results), Path(args.reports), run_seconds=run_seconds,
-                        command=_command(args))
+    path = write_report(Path(args.results), suite.name, Path(args.reports), current_keys={c.name: c.key for c in grid},
+                        manifest=manifest(suite, grid), run_seconds=run_seconds, command=_command(args))
+    console.print(f"report: {path}")
+    return 0
+
+
+def _report_from_store(suite_path: Path, args, console: Console) -> int:
+    """`bench report` without a suite file: the store alone, staleness judged from the code."""
+    from bench.report import write_report
+
+    name, results = suite_path.stem, Path(args.results)
+    if not (results / name).is_dir():
+        console.print(f"[red]nothing to report[/red]: no suite file {suite_path} and no results in {results / name}",
+                      highlight=False)
+        return 2
+    console.print(f"no suite file {suite_path}: reporting {results / name} from the store alone", highlight=False)
+    path = write_report(results, name, Path(args.reports), command=f"python -m bench run {shlex.quote(args.suite)}")
     console.print(f"report: {path}")
     return 0
 

@@ -1,9 +1,11 @@
-"""The grid: Suite -> [Cell], one pure function.
+"""The grid: Suite -> [Cell], one pure function, plus each cell's key and the suite's manifest.
 
 datasets x strategies x seeds, where a strategy may split a dataset's tasks into several cells
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
 report label, e.g. `cifar10__stl(task=class10)__seed0`, and a key hashing its fully resolved config
-together with the code version, so a cached result is reused only for the same config and code.
+together with the code its training runs (CORE_TRAINING_CODE plus the modules of its dataset loader,
+backbone and strategy classes), so a stored result is reused only for the same config and code.
+Editing the report, the CLI or a plug-in the cell does not use leaves its key alone.
 
 A combining entry (an ensemble) gets one seed-less cell per dataset, named by its parameters and
 member seeds, e.g. `cifar10__ensemble(of=hard_share,seeds=0+1+2)`. Its members (entry `of`'s cells
@@ -14,13 +16,22 @@ includes their keys, so it is recomputed whenever a member's config or code chan
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import inspect
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
+from bench import record as R
 from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, SuiteError, TrainConfig, merge_train
+
+# The modules every cell's training runs besides its own plug-ins, relative to bench/ (a folder
+# stands for every .py file under it). A cell's key hashes them, so editing one marks the cells it
+# trained stale. runner.py is in: run_cell seeds, draws the backbone's statistics sample, predicts
+# the test set and computes the stored metrics and loss gallery, all part of the result; planning
+# and progress, which are not, move to their own executors module later. Not in: config parsing
+# (the resolved config is hashed itself), the grid, store, record, registry, report and CLI.
+CORE_TRAINING_CODE = ("trainer.py", "kinds", "data/__init__.py", "models/__init__.py", "runner.py")
+COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
+PACKAGE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -62,10 +73,25 @@ class Cell:
             out["members"] = {m.name: m.key for m in self.members}
         return out
 
+    def code_files(self) -> tuple[str, ...]:
+        """The bench/ files this cell's training runs: the core list, and the modules defining its
+        dataset loader, backbone and strategy class with its bases (found from the registered objects)."""
+        from bench.data import DATASETS
+        from bench.models import BACKBONES
+        from bench.strategies import STRATEGIES
+
+        loaders = [DATASETS.get(part.name) for part in self.dataset.parts or (self.dataset,)]  # a union: each part's
+        plugins = [*loaders, BACKBONES.get(self.backbone.name), *inspect.getmro(STRATEGIES.get(self.strategy.name))]
+        own = {p for p in map(_package_path, plugins) if p}
+        return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own))
+
+    def code(self) -> dict[str, str]:
+        """Hashes of `code_files()`, as stored in the cell's record."""
+        return R.code_hashes(self.code_files())
+
     @property
     def key(self) -> str:
-        blob = json.dumps({"config": self.resolved(), "code": code_version()}, sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return R.make_key(self.resolved(), self.code())
 
 
 def _short(v) -> str:
@@ -134,12 +160,26 @@ def _check_loss_weights(train: TrainConfig, ds: DatasetConfig, path: str) -> Non
                          f"tasks {list(ds.tasks)}")
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """A hash of the package source: any code change invalidates cached cells."""
-    h = hashlib.sha256()
-    pkg = Path(__file__).parent
-    for path in sorted(pkg.rglob("*.py")):
-        h.update(str(path.relative_to(pkg)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+def _package_path(obj) -> str | None:
+    """bench/-relative path of the module defining `obj`; None outside the package (e.g. `object`)."""
+    source = getattr(inspect.getmodule(obj), "__file__", None)
+    if source is None:
+        return None
+    path = Path(source).resolve()
+    return path.relative_to(PACKAGE).as_posix() if path.is_relative_to(PACKAGE) else None
+
+
+def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:
+    """What the report needs of `suite`, for the store (results/<suite>/suite.json)."""
+    from bench.strategies import STRATEGIES
+
+    entries = []
+    for st in suite.strategies:
+        strategy = STRATEGIES.get(st.name)(**st.params)
+        members = strategy.members()
+        entries.append(R.Entry(id=st.id, name=st.name, multi_task=strategy.multi_task,
+                               of=members.of if members else None, seeds=tuple(members.seeds) if members else ()))
+    return R.Manifest(name=suite.name, description=suite.description, path=suite.path, seeds=suite.seeds,
+                      select=suite.train.select, strategies=tuple(entries),
+                      datasets=tuple(R.DatasetEntry(name=d.name, tasks=d.tasks) for d in suite.datasets),
+                      cells=tuple(c.name for c in cells))

@@ -33,13 +33,13 @@ def perf(cells: list[Cell], epochs: int, device_name: str = "auto") -> list[dict
         store = Store(tmp, "perf")
         run_cells(picked, store, device, force=True, console=Console(stderr=True, quiet=True))
         for c in picked:
-            m, h = store.metrics(c.name), store.history(c.name)
+            r, h = store.record(c.name), store.history(c.name)
             steady = h.images_per_second.iloc[1:] if h is not None and len(h) > 1 else None
             rows.append({
-                "cell": c.name, "status": m["status"],
+                "cell": c.name, "status": r.status,
                 "img/s (steady)": f"{statistics.median(steady):,.0f}" if steady is not None else "-",
-                "img/s (all epochs)": f"{m.get('images_per_second', 0):,.0f}",
-                "peak MiB": f"{m['peak_memory_mb']:,.0f}" if m.get("peak_memory_mb") else "-",
+                "img/s (all epochs)": f"{r.images_per_second or 0:,.0f}",
+                "peak MiB": f"{r.peak_memory_mb:,.0f}" if r.peak_memory_mb else "-",
             })
     device_text = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {device_text}, torch {torch.__version__}, {epochs} epochs per cell")

@@ -1,10 +1,12 @@
 """Run a suite's cells: skip finished ones, isolate failures, record everything in the store.
 
-A cell that raises is recorded as failed (or diverged, for a non-finite loss) with its reason and
-traceback in its log, and the suite goes on. Results are written atomically and `metrics.json`
-last, so killing the process loses at most the running cell. A cell with members (an ensemble) is
-computed from their stored predictions instead of trained (bench/combine.py); the grid puts its
-members first, and it fails, naming the member, when one of them did.
+`run_cell` trains one cell (or combines it from its members' stored predictions, bench/combine.py)
+into a fresh attempt folder and hands the attempt and its `Record` to the store, which swaps it in
+only when it is done or nothing finished was there; a failed or interrupted rerun leaves the earlier
+result in place and is recorded beside it (bench/store.py). A cell that raises is recorded as failed
+(or diverged, for a non-finite loss) with its reason and traceback in its log, and the suite goes
+on. A damaged stored cell is named in one line and run again. The grid puts an ensemble's members
+first; it fails, naming the member, when one of them did.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench.combine import combine_cell
 from bench.data import TaskSet, load_taskset
-from bench.grid import Cell, code_version
+from bench.grid import Cell
 from bench.models import BACKBONES, BackboneContext, count_params
-from bench.store import Store
+from bench.record import Record, RecordError, code_version
+from bench.store import CellFiles, Store
 from bench.strategies import STRATEGIES
 from bench.trainer import Diverged, Trainer
 
@@ -59,21 +62,37 @@ def run_cells(cells: list[Cell], store: Store, device: torch.device, *, force: b
               console: Console | None = None) -> RunSummary:
     """Run every cell not already finished with the same key; never raise for a cell's failure."""
     console = console or Console(stderr=True)
+    for line in store.recover():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     summary, datasets, t0 = RunSummary(), DataCache(device), time.perf_counter()
     with _progress(console) as progress:
         suite_bar = progress.add_task("suite", total=len(cells))
         for cell in cells:
-            if not force and store.is_done(cell.name, cell.key):
+            if not force and _is_done(store, cell, console):
                 summary.cached.append(cell.name)
             else:
-                status = run_cell(cell, store, device, datasets, progress)
-                (summary.done if status == "done" else summary.failed).append(cell.name)
-                metrics = store.metrics(cell.name) or {}
-                console.log(f"{cell.name}: {status}" + (f" ({metrics.get('reason')})" if status != "done" else ""),
-                            markup=False)  # exception text, not markup: rich would drop a [bracketed] word
+                record = run_cell(cell, store, device, datasets, progress)
+                (summary.done if record.status == "done" else summary.failed).append(cell.name)
+                console.log(_outcome_text(store, record), markup=False)  # markup off: rich drops [bracketed] words
             progress.update(suite_bar, advance=1, description=_suite_text(summary, len(cells)))
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _is_done(store: Store, cell: Cell, console: Console) -> bool:
+    try:
+        return store.is_done(cell.name, cell.key)
+    except RecordError as err:  # one unwrapped line that names the file
+        console.print(f"damaged result {err}; running the cell again", markup=False, highlight=False, soft_wrap=True)
+        return False
+
+
+def _outcome_text(store: Store, record: Record) -> str:
+    if record.status == "done":
+        return f"{record.cell}: done"
+    stored = store.record(record.cell)  # the earlier result, when the store kept it (see Store.finish)
+    kept = stored is not None and stored.status == "done"
+    return f"{record.cell}: {record.status} ({record.reason})" + ("; its earlier result stays" if kept else "")
 
 
 def _progress(console: Console) -> Progress:
@@ -106,39 +125,46 @@ class DataCache:
         return item
 
 
-def run_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache,
-             progress: Progress | None = None) -> str:
-    """Train (or combine from its members) and record one cell; return its status (done | failed | diverged)."""
-    name = cell.name
-    store.reset(name)
-    store.write_config(name, {"key": cell.key, "cell": name, **cell.resolved(), "provenance": provenance(device)})
-    bar = progress.add_task(f"  {name}", total=cell.train.epochs) if progress else None
+def run_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache | None = None,
+             progress: Progress | None = None) -> Record:
+    """Train (or combine from its members) one cell in a fresh attempt and store it; return its record.
+
+    An interrupt (KeyboardInterrupt) is recorded like a failure, then raised again.
+    """
+    attempt, interrupt = store.attempt(cell.name), None
+    code, prov = cell.code(), provenance(device)  # the code as this process runs it
+    bar = progress.add_task(f"  {cell.name}", total=cell.train.epochs) if progress else None
     t0 = time.perf_counter()
     try:
         if cell.members:
-            metrics = combine_cell(cell, store)
+            results = combine_cell(cell, store, attempt)
         else:
-            metrics = _train_cell(cell, store, device, datasets, progress, bar)
-        status, extra = "done", metrics
-    except Exception as err:  # a cell's failure must never take the suite down
+            results = _train_cell(cell, attempt, device, datasets or DataCache(device), progress, bar)
+        status, reason = "done", ""
+    except BaseException as err:  # a cell's failure must never take the suite down; an interrupt does, after this
         status = "diverged" if isinstance(err, Diverged) else "failed"
-        extra = {"reason": f"{type(err).__name__}: {err}"}
-        store.append_log(name, traceback.format_exc())
+        reason, results = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__, {}
+        attempt.append_log(traceback.format_exc())
+        interrupt = None if isinstance(err, Exception) else err
     finally:
         if progress is not None:
             progress.remove_task(bar)
-    record = {"status": status, "key": cell.key, "cell": name, **_identity(cell),
-              "wall_seconds": time.perf_counter() - t0, **extra}
-    store.write_metrics(name, record)
-    return status
+    record = Record(**identity(cell), status=status, reason=reason, key=cell.key, config=cell.resolved(),
+                    code=code, provenance=prov, wall_seconds=time.perf_counter() - t0, **results)
+    store.finish(attempt, record)
+    if interrupt is not None:
+        raise interrupt
+    return record
 
 
-def _identity(cell: Cell) -> dict:
-    return {"dataset": cell.dataset.name, "strategy": cell.strategy.id, "strategy_name": cell.strategy.name,
-            "tasks": list(cell.tasks), "seed": cell.seed}
+def identity(cell: Cell) -> dict:
+    """The identity fields of a cell's record."""
+    return {"suite": cell.suite, "cell": cell.name, "dataset": cell.dataset.name, "strategy": cell.strategy.id,
+            "strategy_name": cell.strategy.name, "multi_task": STRATEGIES.get(cell.strategy.name).multi_task,
+            "tasks": cell.tasks, "seed": cell.seed, "members": {m.name: m.key for m in cell.members}}
 
 
-def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache, progress, bar) -> dict:
+def _train_cell(cell: Cell, attempt: CellFiles, device: torch.device, datasets: DataCache, progress, bar) -> dict:
     data = datasets.get(cell.dataset)
     specs = {t: data.specs[t] for t in cell.tasks}
     seed_everything(cell.seed)
@@ -150,13 +176,13 @@ def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCa
         torch.cuda.reset_peak_memory_stats(device)
 
     def on_epoch(row: dict) -> None:
-        store.append_log(cell.name, json.dumps(row))
+        attempt.append_log(json.dumps(row))
         if progress is not None:
             progress.update(bar, completed=row["epoch"], description=f"  {cell.name} " + _epoch_text(row))
 
     trainer = Trainer(cell.train, device, cell.seed, on_epoch)
     result = strategy.fit(model, data, specs, trainer)
-    store.write_history(cell.name, result.history)
+    attempt.write_history(result.history)
     preds = trainer.predict(model, data, data.test, specs)
     arrays = {}
     test = {}
@@ -167,13 +193,13 @@ def _train_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCa
         arrays[f"pred__{t}"] = pred.astype(np.float16)
         arrays[f"target__{t}"] = target
         arrays.update(_gallery(t, specs[t].item_losses(pred, target), part.x))
-    store.write_predictions(cell.name, arrays)
+    attempt.write_predictions(arrays)
     return {
-        "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch,
+        "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch, "epochs": len(result.history),
         "params": count_params(model), "train_seconds": result.train_seconds,
         "images_per_second": result.images / max(result.train_seconds, 1e-9),
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "notes": data.notes, "extra": result.extra,
+        "notes": tuple(data.notes), "extra": result.extra,
         "specs": {t: s.to_dict() for t, s in specs.items()},
     }
 

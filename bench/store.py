@@ -1,38 +1,66 @@
-"""The results store: one folder per cell under `results/<suite>/<cell>/`, written atomically.
+"""The results store: one folder per cell under `results/<suite>/`, written atomically.
 
-Files per cell:
-- `config.json`    the fully resolved cell config, its key, and provenance (code, torch, device)
-- `metrics.json`   status (done | failed | diverged), reason, per-task metrics, timings; written last
-- `history.csv`    one row per epoch (losses, validation metrics, learning rate)
-- `predictions.npz` test predictions (float16 probabilities or values) and targets, per task, plus
-                   the highest-loss test images (uint8) with their indices and losses (`gallery_*__<task>`)
-- `log.txt`        the cell's log, with the traceback when it failed
-A cell counts as finished only when `metrics.json` says done and its key matches.
+    results/<suite>/
+        suite.json                  the suite manifest (bench/record.py: Manifest), written by `bench run`
+        <cell>/                     the cell's current result
+            record.json             its record (bench/record.py: Record), written last
+            history.csv             one row per epoch (losses, validation metrics, learning rate)
+            predictions.npz         test predictions (float16 probabilities or values) and targets per task,
+                                    plus the highest-loss test images (uint8) with indices and losses
+            log.txt                 the attempt's log, with the traceback when it failed
+            failed_attempt.json     a later rerun that failed or was interrupted while this result stayed,
+            failed_attempt.log      and that rerun's log
+        .attempts/<cell>.<id>/      a run in progress, with the same files
+
+Every run of a cell trains into a fresh attempt folder; nothing touches the cell's folder while
+it trains. When the attempt is done, or the cell has no finished result, `finish` renames the
+old folder aside, renames the attempt into place and deletes the old one. `recover` completes a
+swap cut between its two renames and deletes attempts left by a killed process, so those are never
+read as results. When an attempt fails while a finished result exists, the result stays, and the
+failed attempt's record and log go beside it. A cell written by the previous code (schema 1:
+metrics.json + config.json) is read through `record.read_legacy` and never rewritten.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-STATUSES = ("done", "failed", "diverged", "skipped")
+from bench.record import Manifest, Record, RecordError, read_json, read_legacy, read_record
+
+RECORD, LEGACY_RECORD = "record.json", "metrics.json"
+HISTORY, PREDICTIONS, LOG = "history.csv", "predictions.npz", "log.txt"
+FAILED_ATTEMPT, FAILED_LOG = "failed_attempt.json", "failed_attempt.log"
+MANIFEST = "suite.json"
+ATTEMPTS = ".attempts"
+ASIDE = ".replaced"  # suffix of a result renamed aside while its replacement moves in
 
 
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: a shared results folder must stay readable
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -57,65 +85,177 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+class CellFiles:
+    """Writes the files of one cell folder: an attempt while it runs."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write_record(self, record: Record) -> None:
+        atomic_write_json(self.path / RECORD, record.to_json())
+
+    def write_history(self, rows: list[dict]) -> None:
+        import pandas as pd
+
+        atomic_write_text(self.path / HISTORY, pd.DataFrame(rows).to_csv(index=False))
+
+    def write_predictions(self, arrays: dict[str, np.ndarray]) -> None:
+        _atomic(self.path / PREDICTIONS, lambda f: np.savez_compressed(f, **arrays))
+
+    def append_log(self, text: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOG, "a") as f:
+            f.write(text.rstrip("\n") + "\n")
+
+
 class Store:
-    """Read and write the cells of one suite."""
+    """Read the cells of one suite; write them only through attempts (`attempt`, then `finish`)."""
 
     def __init__(self, root: Path | str, suite: str):
         self.dir = Path(root) / suite
+        self.attempts_dir = self.dir / ATTEMPTS
 
     def cell_dir(self, cell: str) -> Path:
         return self.dir / cell
 
-    def is_done(self, cell: str, key: str) -> bool:
-        m = self.metrics(cell)
-        return m is not None and m.get("status") == "done" and m.get("key") == key
-
-    def metrics(self, cell: str) -> dict | None:
-        path = self.cell_dir(cell) / "metrics.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def config(self, cell: str) -> dict | None:
-        path = self.cell_dir(cell) / "config.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
     def cells(self) -> list[str]:
-        return sorted(p.name for p in self.dir.iterdir() if (p / "metrics.json").exists()) if self.dir.exists() else []
+        """Names of the cell folders that hold a record (of either schema)."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.name for p in self.dir.iterdir() if not p.name.startswith(".")
+                      and ((p / RECORD).exists() or (p / LEGACY_RECORD).exists()))
 
-    def write_config(self, cell: str, config: dict) -> None:
-        atomic_write_json(self.cell_dir(cell) / "config.json", config)
+    def record(self, cell: str) -> Record | None:
+        """The cell's record, None when it has none; RecordError when it is damaged."""
+        folder = self.cell_dir(cell)
+        if (folder / RECORD).exists():
+            return read_record(folder / RECORD)
+        if (folder / LEGACY_RECORD).exists():
+            return read_legacy(folder)
+        return None
 
-    def write_metrics(self, cell: str, metrics: dict) -> None:
-        assert metrics.get("status") in STATUSES, metrics.get("status")
-        atomic_write_json(self.cell_dir(cell) / "metrics.json", metrics)
+    def finished(self, cell: str) -> Record | None:
+        """The cell's record if it is done and its predictions are readable; RecordError when damaged."""
+        record = self.record(cell)
+        if record is None or record.status != "done":
+            return None
+        path = self.cell_dir(cell) / PREDICTIONS
+        names = set(self._npz(path).files) if path.exists() else set()
+        missing = [f"{k}__{t}" for t in record.tasks for k in ("pred", "target") if f"{k}__{t}" not in names]
+        if missing:
+            raise RecordError(path, f"incomplete: no {', '.join(missing)}")
+        return record
 
-    def write_history(self, cell: str, rows: list[dict]) -> None:
-        import pandas as pd
+    def is_done(self, cell: str, key: str) -> bool:
+        record = self.finished(cell)
+        return record is not None and record.key == key
 
-        atomic_write_text(self.cell_dir(cell) / "history.csv", pd.DataFrame(rows).to_csv(index=False))
+    def failed_attempt(self, cell: str) -> Record | None:
+        """A rerun that failed while the finished result stayed, if any."""
+        path = self.cell_dir(cell) / FAILED_ATTEMPT
+        return read_record(path) if path.exists() else None
 
     def history(self, cell: str):
         import pandas as pd
 
-        path = self.cell_dir(cell) / "history.csv"
+        path = self.cell_dir(cell) / HISTORY
         return pd.read_csv(path) if path.exists() and path.stat().st_size else None
 
-    def write_predictions(self, cell: str, arrays: dict[str, np.ndarray]) -> None:
-        _atomic(self.cell_dir(cell) / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
-
     def predictions(self, cell: str) -> dict[str, np.ndarray] | None:
-        path = self.cell_dir(cell) / "predictions.npz"
+        path = self.cell_dir(cell) / PREDICTIONS
         if not path.exists():
             return None
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        with self._npz(path) as z:
+            try:
+                return {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                raise RecordError(path, f"damaged ({err})") from None
 
-    def append_log(self, cell: str, text: str) -> None:
-        path = self.cell_dir(cell) / "log.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(text.rstrip("\n") + "\n")
+    @staticmethod
+    def _npz(path: Path):
+        try:
+            return np.load(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise RecordError(path, f"damaged ({err})") from None
 
-    def reset(self, cell: str) -> None:
-        """Forget a cell's earlier outcome before it reruns (its log restarts too)."""
-        for name in ("metrics.json", "log.txt"):
-            (self.cell_dir(cell) / name).unlink(missing_ok=True)
+    # ---- the suite manifest -------------------------------------------------------------
+    def manifest(self) -> Manifest | None:
+        path = self.dir / MANIFEST
+        return Manifest.from_json(read_json(path), path) if path.exists() else None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_json(self.dir / MANIFEST, manifest.to_json())
+
+    # ---- attempts -----------------------------------------------------------------------
+    def attempt(self, cell: str) -> CellFiles:
+        """A fresh, empty folder to run the cell in: `.attempts/<cell>.<pid>-<random>`."""
+        path = self.attempts_dir / f"{cell}.{os.getpid()}-{secrets.token_hex(4)}"
+        path.mkdir(parents=True)
+        return CellFiles(path)
+
+    def finish(self, attempt: CellFiles, record: Record) -> bool:
+        """Write the attempt's record and store it. True: it is now the cell's result. False: it
+        failed while a finished result exists, which stays; the attempt goes beside it."""
+        attempt.write_record(record)
+        target = self.cell_dir(record.cell)
+        if record.status != "done" and self._has_finished(record.cell):
+            log = attempt.path / LOG
+            atomic_write_text(target / FAILED_LOG, log.read_text() if log.exists() else "")
+            atomic_write_json(target / FAILED_ATTEMPT, record.to_json())
+            shutil.rmtree(attempt.path)
+            return False
+        self._swap(attempt.path, target)
+        return True
+
+    def _has_finished(self, cell: str) -> bool:
+        try:
+            return self.finished(cell) is not None
+        except RecordError:  # a damaged result is not worth keeping over a fresh failure
+            return False
+
+    @staticmethod
+    def _swap(attempt: Path, target: Path) -> None:
+        aside = attempt.with_name(attempt.name + ASIDE)
+        if target.exists():
+            os.rename(target, aside)
+        os.rename(attempt, target)  # a crash between the renames is repaired by recover()
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def recover(self) -> list[str]:
+        """Complete swaps cut between their renames; delete attempts of processes that are gone.
+        Returns one line per repair. Attempts of other live processes on this machine are left."""
+        if not self.attempts_dir.is_dir():
+            return []
+        lines = []
+        for aside in sorted(p for p in self.attempts_dir.iterdir() if p.name.endswith(ASIDE)):
+            attempt = aside.with_name(aside.name[:-len(ASIDE)])
+            target = self.cell_dir(attempt.name.rsplit(".", 1)[0])
+            if not target.exists() and (attempt / RECORD).exists():
+                os.rename(attempt, target)
+                lines.append(f"{target}: completed its interrupted replacement")
+            elif not target.exists():
+                os.rename(aside, target)
+                lines.append(f"{target}: restored after an interrupted replacement")
+            shutil.rmtree(aside, ignore_errors=True)
+        for attempt in sorted(self.attempts_dir.iterdir()):
+            if not _running_elsewhere(attempt.name):
+                shutil.rmtree(attempt)
+                lines.append(f"{attempt}: removed an interrupted attempt (never read as a result)")
+        return lines
+
+
+def _running_elsewhere(attempt_name: str) -> bool:
+    """Does another live process on this machine own the attempt? (Its pid is in the name.)"""
+    try:
+        pid = int(attempt_name.rsplit(".", 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -89,14 +89,21 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture
 def run_suite(tmp_path):
-    """Run suites/<name>.yaml on CPU through the CLI; return (metrics records, report text)."""
+    """Run suites/<name>.yaml on CPU through the CLI; return (stored records as JSON, report text)."""
 
     def run(name: str) -> tuple[list[dict], str]:
         results, reports = tmp_path / "results", tmp_path / "reports"
         code = cli.main(["run", str(SUITES / f"{name}.yaml"), "--device", "cpu",
                          "--results", str(results), "--reports", str(reports)])
-        records = [json.loads(p.read_text()) for p in sorted((results / name).glob("*/metrics.json"))]
+        records = [json.loads(p.read_text()) for p in sorted((results / name).glob("*/record.json"))]
         assert code == 0, [r.get("reason") for r in records]
         return records, (reports / f"{name}.md").read_text()
 
     return run
+
+
+def put_result(store, record, arrays) -> None:
+    """Store a hand-made result the way the runner does: an attempt, then the store's finish."""
+    attempt = store.attempt(record.cell)
+    attempt.write_predictions(arrays)
+    store.finish(attempt, record)

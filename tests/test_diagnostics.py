@@ -15,10 +15,13 @@ from scipy import stats
 from bench.kinds import make_spec
 from bench.cli import main as bench_main
 from bench.config import load_suite
+from bench.grid import expand, manifest
+from bench.record import Record
 from bench.report import write_report
 from bench.report import diagnostics as D
 from bench.runner import GALLERY_SIZE, _gallery
 from bench.store import Store
+from conftest import put_result
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI = make_spec("multiclass", name="m", classes=3)
@@ -120,13 +123,12 @@ def _fake_cell(store: Store, seed: int, classes: int) -> None:
     arrays.update(_gallery("quadrant", spec.item_losses(probs, target), x))
     arrays.update(_gallery("brightness", reg.item_losses(values, level), x))
     name = f"synthetic__hard_share__seed{seed}"
-    store.write_predictions(name, arrays)
-    store.write_metrics(name, {
-        "status": "done", "key": "k", "cell": name, "dataset": "synthetic", "strategy": "hard_share",
-        "strategy_name": "hard_share", "tasks": ["quadrant", "brightness"], "seed": seed, "params": 1,
-        "train_seconds": 1.0, "images_per_second": 1.0, "best_epoch": 1, "val": {},
-        "test": {"quadrant": spec.metrics(probs, target), "brightness": reg.metrics(values, level)},
-        "specs": {"quadrant": spec.to_dict(), "brightness": reg.to_dict()}})
+    put_result(store, Record(
+        suite=store.dir.name, cell=name, dataset="synthetic", strategy="hard_share", strategy_name="hard_share",
+        multi_task=True, tasks=("quadrant", "brightness"), seed=seed, status="done", key="k", params=1,
+        train_seconds=1.0, images_per_second=1.0, best_epoch=1,
+        test={"quadrant": spec.metrics(probs, target), "brightness": reg.metrics(values, level)},
+        specs={"quadrant": spec.to_dict(), "brightness": reg.to_dict()}), arrays)
 
 
 def test_many_class_sections_on_a_hand_made_store(tmp_path):
@@ -134,7 +136,8 @@ def test_many_class_sections_on_a_hand_made_store(tmp_path):
     store = Store(tmp_path / "results", suite.name)
     for seed in suite.seeds:
         _fake_cell(store, seed, classes=25)
-    text = write_report(suite, tmp_path / "results", tmp_path / "reports").read_text()
+    text = write_report(tmp_path / "results", suite.name, tmp_path / "reports",
+                        manifest=manifest(suite, expand(suite))).read_text()
     figs = tmp_path / "reports" / suite.name
     # seeds pooled: class 3 -> 7 happens 5 times per seed, 62.5% of class 3's items
     assert "| hard_share | c03    | c07         | 10      | 62.5" in text

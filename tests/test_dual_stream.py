@@ -142,8 +142,8 @@ def test_hard_share_dual_stream_trains_through_the_runner(tmp_path, monkeypatch)
     results = tmp_path / "results"
     code = cli_main(["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports"),
                      "--device", "cpu", "--no-report"])
-    (cell,) = (results / "dual").iterdir()
-    metrics = json.loads((cell / "metrics.json").read_text())
+    (record,) = (results / "dual").glob("*/record.json")
+    cell, metrics = record.parent, json.loads(record.read_text())
     assert code == 0, metrics.get("reason")
     assert metrics["status"] == "done"
     assert set(metrics["test"]) == {"quadrant", "top", "brightness"}

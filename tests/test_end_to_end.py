@@ -10,12 +10,13 @@ import torch
 
 from bench import cli
 from bench.config import load_suite
-from bench.grid import code_version, expand
+from bench.grid import expand
+from bench.record import Manifest, code_version
 from bench.runner import GALLERY_SIZE
 from bench.strategies import STRATEGIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-COMBINED_FILES = ("config.json", "metrics.json", "predictions.npz")  # a cell combined from others (ensemble)
+COMBINED_FILES = ("record.json", "predictions.npz")  # a cell combined from others (ensemble)
 CELL_FILES = COMBINED_FILES + ("history.csv", "log.txt")  # a trained cell
 CLASSIFICATION, REGRESSION = ("quadrant", "top"), ("brightness",)  # the smoke suite's synthetic tasks
 GALLERY = ("index", "loss", "x")  # gallery_<what>__<task>: a trained cell's highest-loss test images
@@ -73,19 +74,25 @@ def test_store_holds_every_cell_with_provenance(smoke_run):
     suite = load_suite(smoke_run["suite"])
     store_dir = smoke_run["results"] / "smoke"
     cells = expand(suite)
-    assert sorted(p.name for p in store_dir.iterdir()) == sorted(c.name for c in cells)
+    cell_dirs = [p.name for p in store_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert sorted(cell_dirs) == sorted(c.name for c in cells)
+    assert not any((store_dir / ".attempts").iterdir())  # every attempt was moved into place
+    manifest = Manifest.from_json(json.loads((store_dir / "suite.json").read_text()), "suite.json")
+    assert manifest.cells == tuple(c.name for c in cells) and manifest.path == str(smoke_run["suite"])
+    assert [e.id for e in manifest.strategies] == [st.id for st in suite.strategies]
     n_test = suite.datasets[0].options["n_test"]
     for cell in cells:
         folder = store_dir / cell.name
         for name in COMBINED_FILES if cell.members else CELL_FILES:
             assert (folder / name).stat().st_size > 0, f"{cell.name}/{name}"
-        config = json.loads((folder / "config.json").read_text())
-        assert config["key"] == cell.key and config["tasks"] == list(cell.tasks)
-        prov = config["provenance"]
+        metrics = json.loads((folder / "record.json").read_text())
+        assert metrics["key"] == cell.key and metrics["tasks"] == list(cell.tasks) and metrics["schema"] == 2
+        assert metrics["config"] == json.loads(json.dumps(cell.resolved())) and metrics["code"] == cell.code()
+        assert "trainer.py" in metrics["code"] and not any(f.startswith("report/") for f in metrics["code"])
+        prov = metrics["provenance"]
         assert prov["torch"] == torch.__version__ and prov["code_version"] == code_version()
         assert prov["device"].startswith("cpu")
-        metrics = json.loads((folder / "metrics.json").read_text())
-        assert metrics["status"] == "done" and metrics["key"] == cell.key
+        assert metrics["status"] == "done" and metrics["reason"] == ""
         assert set(metrics["test"]) == set(cell.tasks)
         if not cell.members:
             history = (folder / "history.csv").read_text().splitlines()
@@ -112,4 +119,7 @@ def test_report_flags_cells_from_another_config(tiny_suite, write_suite, tmp_pat
     changed["train"]["lr"] = 0.01  # same cell name, new key
     write_suite(changed)
     assert cli.main(["report", str(path), *roots]) == 0
-    assert "**Stale:** 1 of these cells" in (tmp_path / "reports" / "tiny.md").read_text()
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    assert "**Stale:** 1 finished cells" in text
+    assert "- config changed (1): `synthetic__hard_share__seed0`" in text.split("## Stale cells")[1]
+    assert "| synthetic__hard_share__seed0 (stale) |" in text.split("## Appendix")[1]

@@ -17,12 +17,14 @@ import torch
 from bench.kinds import make_spec
 from bench.combine import combine_cell
 from bench.config import SuiteError, load_suite
-from bench.grid import expand
+from bench.grid import expand, manifest
+from bench.record import Record
 from bench.report import write_report
 from bench.report.stats import delta_m
-from bench.runner import DataCache, run_cell, run_cells
+from bench.runner import DataCache, identity, run_cell, run_cells
 from bench.store import Store
 from bench.strategies import Ensemble
+from conftest import put_result
 
 CPU = torch.device("cpu")
 SPECS = {
@@ -65,15 +67,11 @@ def fake_result(store: Store, cell, preds: dict[str, np.ndarray], *, status: str
     for t in cell.tasks:
         arrays[f"pred__{t}"] = preds[t].astype(np.float16)
         arrays[f"target__{t}"] = targets[t]
-    store.write_predictions(cell.name, arrays)
     test = {t: SPECS[t].metrics(arrays[f"pred__{t}"].astype(np.float32), targets[t]) for t in cell.tasks}
-    store.write_metrics(cell.name, {
-        "status": status, "reason": "" if status == "done" else "RuntimeError: boom", "key": cell.key,
-        "cell": cell.name, "dataset": cell.dataset.name, "strategy": cell.strategy.id,
-        "strategy_name": cell.strategy.name, "tasks": list(cell.tasks), "seed": cell.seed, "test": test,
-        "val": {}, "best_epoch": 1, "params": 100 + (cell.seed or 0), "train_seconds": 2.0,
-        "images_per_second": 50.0, "notes": [], "specs": {t: SPECS[t].to_dict() for t in cell.tasks},
-    })
+    put_result(store, Record(
+        **identity(cell), status=status, reason="" if status == "done" else "RuntimeError: boom", key=cell.key,
+        test=test, best_epoch=1, params=100 + (cell.seed or 0), train_seconds=2.0, images_per_second=50.0,
+        specs={t: SPECS[t].to_dict() for t in cell.tasks}), arrays)
 
 
 def test_average_of_two_disagreeing_members_beats_both(tmp_path):
@@ -93,7 +91,7 @@ def test_average_of_two_disagreeing_members_beats_both(tmp_path):
     for cell, p in zip(members, (a, b)):
         fake_result(store, cell, {"top": p}, targets=targets)
     ens = dataclasses.replace(cells[2], tasks=("top",), members=tuple(members))
-    record = combine_cell(ens, store)
+    record = combine_cell(ens, store, store.attempt(ens.name))
     assert record["test"]["top"]["accuracy"] == 1.0
     assert record["extra"]["gain_vs_mean"]["top"]["accuracy"] == pytest.approx(0.5)
     assert record["extra"]["gain_vs_best"]["top"]["accuracy"] == pytest.approx(0.5)
@@ -111,14 +109,15 @@ def test_ensemble_of_identical_members_equals_a_member(tmp_path, of):
     summary = run_cells(cells, store, CPU)
     ens = cells[-1]
     assert summary.done == [ens.name] and not summary.failed  # members cached: nothing trained
-    record, member = store.metrics(ens.name), store.metrics(ens.members[0].name)
+    record, member = store.record(ens.name), store.record(ens.members[0].name)
     for t in ens.members[0].tasks:
-        assert record["test"][t] == member["test"][t]
-        assert all(v == 0 for v in record["extra"]["gain_vs_mean"][t].values())
+        assert record.test[t] == member.test[t]
+        assert all(v == 0 for v in record.extra["gain_vs_mean"][t].values())
         np.testing.assert_array_equal(store.predictions(ens.name)[f"pred__{t}"],
                                       store.predictions(ens.members[0].name)[f"pred__{t}"])
-    assert set(record["test"]) == {"quadrant", "top", "brightness"}  # STL members cover one task each
-    assert record["params"] == sum(store.metrics(m.name)["params"] for m in ens.members)
+    assert set(record.test) == {"quadrant", "top", "brightness"}  # STL members cover one task each
+    assert record.params == sum(store.record(m.name).params for m in ens.members)
+    assert record.members == {m.name: m.key for m in ens.members} and "combine.py" in record.code
 
 
 def test_delta_m_on_hand_made_numbers():
@@ -157,8 +156,8 @@ def test_failed_member_fails_the_ensemble_naming_it(tmp_path):
     store = Store(tmp_path / "r", suite.name)
     fake_result(store, cells[0], random_preds(8, 0))
     fake_result(store, cells[1], random_preds(8, 1), status="failed")
-    assert run_cell(cells[2], store, CPU, DataCache(CPU)) == "failed"
-    reason = store.metrics(cells[2].name)["reason"]
+    assert run_cell(cells[2], store, CPU, DataCache(CPU)).status == "failed"
+    reason = store.record(cells[2].name).reason
     assert "synthetic__hard_share__seed1 failed" in reason and "boom" in reason
 
 
@@ -188,7 +187,7 @@ def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
             fake_result(store, cell, random_preds(8, seed=0 if same else 10 + cell.seed))
     summary = run_cells(cells, store, CPU)
     assert len(summary.done) == 1 and not summary.failed
-    text = write_report(suite, tmp_path / "r", tmp_path / "rep").read_text()
+    text = write_report(tmp_path / "r", suite.name, tmp_path / "rep", manifest=manifest(suite, cells)).read_text()
     # Only the Results table: later tables (diagnostics) also start their rows with a strategy name.
     results = text.split("## Results")[1].split("\n## ")[0]
     rows = {line.split("|")[1].strip(): line for line in results.splitlines() if line.startswith("| ")}
@@ -207,7 +206,7 @@ def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
     assert figure.stat().st_size > 0 and "(smoke/ensemble_synthetic.png)" in text
     # Without an STL entry the column is blank and a footnote says why.
     no_stl = dataclasses.replace(suite, strategies=tuple(s for s in suite.strategies if s.id != "stl"))
-    text = write_report(no_stl, tmp_path / "r", tmp_path / "rep2").read_text()
+    text = write_report(tmp_path / "r", suite.name, tmp_path / "rep2", manifest=manifest(no_stl, cells)).read_text()
     assert "delta_m % ¹" in text and "no single-task strategy" in text
 
 
@@ -224,5 +223,5 @@ def test_tiny_trained_members_and_their_ensemble(tmp_path, monkeypatch):
         mean = (a[f"pred__{t}"].astype(np.float32) + b[f"pred__{t}"].astype(np.float32)) / 2
         np.testing.assert_allclose(ens[f"pred__{t}"].astype(np.float32), mean, rtol=1e-3, atol=1e-3)
         np.testing.assert_array_equal(ens[f"target__{t}"], a[f"target__{t}"])
-    record = store.metrics(cells[2].name)
-    assert record["train_seconds"] == pytest.approx(sum(store.metrics(c.name)["train_seconds"] for c in cells[:2]))
+    record = store.record(cells[2].name)
+    assert record.train_seconds == pytest.approx(sum(store.record(c.name).train_seconds for c in cells[:2]))

@@ -29,8 +29,8 @@ def _run(cells, results, **kw) -> RunSummary:
 
 def _outcome(store: Store, cell: str) -> tuple[dict, dict, str]:
     """What must repeat exactly: metrics without timings, predictions, history without timings."""
-    m = store.metrics(cell)
-    kept = {k: m[k] for k in ("status", "test", "val", "best_epoch", "params")}
+    r = store.record(cell)
+    kept = {"status": r.status, "test": r.test, "val": r.val, "best_epoch": r.best_epoch, "params": r.params}
     history = store.history(cell).drop(columns=TIMING_COLUMNS)  # KeyError if a timing column is renamed
     return kept, store.predictions(cell), history.to_csv()
 
@@ -60,7 +60,7 @@ def _stamps(store: Store, names: list[str]) -> dict[str, tuple[int, int]]:
     # A rewrite replaces the file (atomic rename), so its inode changes even within one mtime tick.
     out = {}
     for n in names:
-        st = (store.cell_dir(n) / "metrics.json").stat()
+        st = (store.cell_dir(n) / "record.json").stat()
         out[n] = (st.st_ino, st.st_mtime_ns)
     return out
 
@@ -81,18 +81,18 @@ def test_resume_reruns_only_what_changed(tiny_suite, write_suite, tmp_path):
     assert _stamps(store, names) == stamps  # nothing was rewritten
 
     failed = "synthetic__stl(task=top)__seed0"
-    metrics = store.metrics(failed)
-    (store.cell_dir(failed) / "metrics.json").write_text(json.dumps({**metrics, "status": "failed"}))
+    record = store.record(failed)
+    (store.cell_dir(failed) / "record.json").write_text(json.dumps({**record.to_json(), "status": "failed"}))
     retry = _run(cells, results)
     assert retry.done == [failed] and retry.cached == [n for n in names if n != failed]
-    assert store.metrics(failed)["status"] == "done"
+    assert store.record(failed).status == "done"
 
     raw["strategies"] = ["stl", {"name": "hard_share", "train": {"epochs": 2}}]
     changed = expand(load_suite(write_suite(raw)))
     assert [c.name for c in changed] == names  # same names, one new key
     rerun = _run(changed, results)
     assert rerun.done == ["synthetic__hard_share__seed0"]
-    assert store.metrics("synthetic__hard_share__seed0")["key"] == changed[-1].key
+    assert store.record("synthetic__hard_share__seed0").key == changed[-1].key
     assert len(store.history("synthetic__hard_share__seed0")) == 2
 
     stamps = _stamps(store, names)
@@ -122,18 +122,18 @@ def test_failing_cells_do_not_stop_the_suite(tiny_suite, write_suite, tmp_path, 
                      "--device", "cpu"])
     assert code == 1
     store = Store(results, "tiny")
-    status = {n: store.metrics(n)["status"] for n in store.cells()}
+    status = {n: store.record(n).status for n in store.cells()}
     assert status == {
         "synthetic__cross_stitch__seed0": "failed",
         "synthetic__hard_share__seed0": "done",
         "synthetic__stl(task=quadrant)__seed0": "diverged",
         "synthetic__stl(task=top)__seed0": "diverged",
     }
-    broken = store.metrics("synthetic__cross_stitch__seed0")
-    assert broken["reason"] == "RuntimeError: boom: cross-stitch build broke"
+    broken = store.record("synthetic__cross_stitch__seed0")
+    assert broken.reason == "RuntimeError: boom: cross-stitch build broke"
     log = (store.cell_dir("synthetic__cross_stitch__seed0") / "log.txt").read_text()
     assert "Traceback (most recent call last)" in log and "in _explode" in log and "boom" in log
-    assert "not finite" in store.metrics("synthetic__stl(task=top)__seed0")["reason"]
+    assert "not finite" in store.record("synthetic__stl(task=top)__seed0").reason
     report = (reports / "tiny.md").read_text()
     failed_section = report.split("## Failed cells")[1].split("##")[0]
     for name, s in status.items():
@@ -147,7 +147,7 @@ def test_throughput_counts_the_images_actually_trained(tiny_suite, write_suite, 
     [cell] = expand(load_suite(write_suite(raw)))
     store = Store(tmp_path, cell.suite)
     _run([cell], tmp_path)
-    m = store.metrics(cell.name)
-    assert m["images_per_second"] * m["train_seconds"] == pytest.approx(2 * 32)
+    m = store.record(cell.name)
+    assert m.images_per_second * m.train_seconds == pytest.approx(2 * 32)
     h = store.history(cell.name)
     assert (h.images_per_second * h.train_seconds).round(6).tolist() == [32.0, 32.0]

@@ -127,7 +127,7 @@ def test_smoke_report_has_forgetting_section_and_figure(smoke_run):
         assert text in section, text
     assert len(re.findall(r"\| (pass|FAIL) +\|", section)) == 6  # three tasks per strategy
     assert (reports / "smoke" / "forgetting_synthetic.png").read_bytes().startswith(b"\x89PNG")
-    records = [json.loads(p.read_text()) for p in results.glob("synthetic__sequential_*/metrics.json")]
+    records = [json.loads(p.read_text()) for p in results.glob("synthetic__sequential_*/record.json")]
     assert len(records) == 4
     for m in records:  # the runner's test metrics are the final model's: R's last row
         final = [m["test"][t]["accuracy" if t != "brightness" else "mae"] for t in m["extra"]["stages"]]

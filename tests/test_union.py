@@ -81,7 +81,7 @@ def test_union_suite_runs_joint_single_task_and_sequential(tiny_suite, write_sui
     results = tmp_path / "results"
     code = cli.main(["run", str(write_suite(raw)), "--device", "cpu", "--results", str(results),
                      "--reports", str(tmp_path / "reports")])
-    records = {p.parent.name: json.loads(p.read_text()) for p in (results / "tiny").glob("*/metrics.json")}
+    records = {p.parent.name: json.loads(p.read_text()) for p in (results / "tiny").glob("*/record.json")}
     assert code == 0, {n: r.get("reason") for n, r in records.items()}
     assert len(records) == 4  # stl x 2 tasks, hard_share, sequential_lwf
     for name, record in records.items():

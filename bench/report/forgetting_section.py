@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from tabulate import tabulate
 
+from bench.record import Record
 from bench.report import ReportData, figures
 from bench.report.forgetting import average_final, bwt, forgetting as summarise
 from bench.kinds import TaskSpec
@@ -26,23 +27,23 @@ INTRO = ("R[k][j] is task j's test score (primary metric) after stage k; the dia
 
 
 def forgetting(d: ReportData) -> str:
-    rank = {s.id: i for i, s in enumerate(d.suite.strategies)}  # the suite's strategy order
-    cells = sorted((r for r in d.records if r.get("status") == "done" and "R" in r.get("extra", {})),
-                   key=lambda r: rank.get(r["strategy"], len(rank)))
+    rank = {e.id: i for i, e in enumerate(d.manifest.strategies)}  # the suite's strategy order
+    cells = sorted((r for r in d.records if r.status == "done" and "R" in r.extra),
+                   key=lambda r: rank.get(r.strategy, len(rank)))
     if not cells:
         return ""
     parts = ["## Forgetting (sequential training)", INTRO]
-    for ds in dict.fromkeys(r["dataset"] for r in cells):
+    for ds in dict.fromkeys(r.dataset for r in cells):
         specs = dataset_specs(d, ds)
-        by_strategy: dict[str, list[dict]] = {}
+        by_strategy: dict[str, list[Record]] = {}
         for r in cells:
-            if r["dataset"] == ds:
-                by_strategy.setdefault(r["strategy"], []).append(r)
+            if r.dataset == ds:
+                by_strategy.setdefault(r.strategy, []).append(r)
         bars = {}
         for strategy, records in by_strategy.items():
-            tasks = records[0]["extra"]["stages"]
-            Rs = np.array([r["extra"]["R"] for r in records], dtype=float)  # (seeds, stages, tasks)
-            threshold = float(records[0]["extra"]["forgetting_threshold"])
+            tasks = records[0].extra["stages"]
+            Rs = np.array([r.extra["R"] for r in records], dtype=float)  # (seeds, stages, tasks)
+            threshold = float(records[0].extra["forgetting_threshold"])
             parts.append(f"### {ds} / {strategy}\n\n" + _strategy_block(tasks, Rs, threshold, specs))
             for j, t in enumerate(tasks):  # (baselines, finals) over seeds, in display units
                 scale = specs[t].display[0]

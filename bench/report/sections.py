@@ -11,11 +11,11 @@ from tabulate import tabulate
 
 from bench.kinds import TaskSpec
 from bench.kinds.classification import confusion
+from bench.record import Entry, Record
 from bench.report import ReportData, now
 from bench.report import diagnostics as D
 from bench.report import figures
 from bench.report.stats import delta_m, fmt_mean_std
-from bench.strategies import STRATEGIES, Strategy
 
 DETAIL_COLUMNS = (("macro_precision", "macro P %"), ("macro_recall", "macro R %"), ("macro_f1", "macro F1 %"),
                   ("weighted_precision", "weighted P %"), ("weighted_f1", "weighted F1 %"), ("accuracy", "acc %"))
@@ -26,25 +26,27 @@ TOP_PAIRS = 10  # confused class pairs listed per strategy
 
 
 def header(d: ReportData) -> str:
-    status = Counter(r["status"] for r in d.records)
-    configs = [d.store.config(r["cell"]) for r in d.records]
-    prov = [c.get("provenance", {}) for c in configs if c]
+    status = Counter(r.status for r in d.records)
+    prov = [r.provenance for r in d.records]
     devices = sorted({p.get("device", "?") for p in prov})
     torch_v = sorted({p.get("torch", "?") for p in prov})
     python_v = sorted({p.get("python", "?") for p in prov})  # of the machines that trained, not this one
-    cell_wall = sum(r.get("wall_seconds", 0) for r in d.records)
+    cell_wall = sum(r.wall_seconds for r in d.records)
     lines = [
-        f"# Suite `{d.suite.name}`",
+        f"# Suite `{d.manifest.name}`",
         "",
-        d.suite.description.strip(),
+        d.manifest.description.strip(),
         "",
         f"- Generated: {now()} from `{d.store.dir}`",
         f"- Hardware: {', '.join(devices) or 'n/a'}",
         f"- Libraries: torch {', '.join(torch_v) or 'n/a'}, python {', '.join(python_v) or 'n/a'}",
         f"- Cells: {len(d.records)} recorded: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())),
-        *([f"- **Stale:** {len(d.stale)} of these cells came from another config or code version "
-           "(their key differs from the suite's now); `bench run` retrains them"] if d.stale else []),
-        f"- Seeds: {', '.join(map(str, d.suite.seeds))}; every number is mean ± std over seeds (n stated)",
+        *([f"- **Stale:** {len(d.stale)} finished cells no longer match the config or code they would get "
+           "now; they are shown, and `bench run` retrains them (see Stale cells)"] if d.stale else []),
+        *([f"- **Failed reruns:** {len(d.failed_reruns)}; the earlier results stay (see Failed cells)"]
+          if d.failed_reruns else []),
+        *[f"- **Skipped, damaged:** `{s}`" for s in d.skipped],
+        f"- Seeds: {', '.join(map(str, d.manifest.seeds))}; every number is mean ± std over seeds (n stated)",
         f"- Time: training cells {cell_wall:.1f} s in all"
         + (f"; this run {d.run_seconds:.1f} s end to end" if d.run_seconds is not None else ""),
     ]
@@ -61,20 +63,20 @@ def summary_tables(d: ReportData) -> str:
     for ds, rows in d.rows.groupby("dataset", sort=False):
         specs = dataset_specs(d, ds)
         parts.append(f"### {ds}\n\n" + _dataset_table(rows, specs, entries, baseline))
-        notes = sorted({n for r in d.records if r["dataset"] == ds for n in r.get("notes", [])})
+        notes = sorted({n for r in d.records if r.dataset == ds for n in r.notes})
         parts += [f"> Note: {n}" for n in notes]
     parts.append(_delta_m_text(baseline))
     return "\n\n".join(parts)
 
 
-def strategy_entries(d: ReportData) -> dict[str, Strategy]:
-    """The suite's strategy entries by id, as instances (to ask `multi_task` and `members()`)."""
-    return {st.id: STRATEGIES.get(st.name)(**st.params) for st in d.suite.strategies}
+def strategy_entries(d: ReportData) -> dict[str, Entry]:
+    """The suite's strategy entries by id, from the manifest (multi_task, and `of` for combining ones)."""
+    return {e.id: e for e in d.manifest.strategies}
 
 
 def stl_baseline(d: ReportData) -> str | None:
     """The id of the suite's first single-task entry that trains (delta_m's reference), if any."""
-    return next((sid for sid, s in strategy_entries(d).items() if not s.multi_task and s.members() is None), None)
+    return next((sid for sid, e in strategy_entries(d).items() if not e.multi_task and e.of is None), None)
 
 
 def _delta_m_text(baseline: str | None) -> str:
@@ -92,10 +94,10 @@ def _delta_m_text(baseline: str | None) -> str:
 
 
 def _select_text(d: ReportData) -> str:
-    return "loss" if d.suite.train.select == "loss" else "score (mean primary metric)"
+    return "loss" if d.manifest.select == "loss" else "score (mean primary metric)"
 
 
-def _dataset_table(rows: pd.DataFrame, specs: dict, entries: dict[str, Strategy], baseline: str | None) -> str:
+def _dataset_table(rows: pd.DataFrame, specs: dict, entries: dict[str, Entry], baseline: str | None) -> str:
     table, base = [], rows[rows.strategy == baseline]
     for strategy, srows in rows.groupby("strategy", sort=False):
         line = {"strategy": strategy}
@@ -134,10 +136,10 @@ def dataset_specs(d: ReportData, dataset: str) -> dict[str, TaskSpec]:
     """TaskSpecs of a dataset's tasks, rebuilt from a stored cell config (the report never loads data)."""
     specs = {}
     for r in d.records:
-        if r["dataset"] == dataset and r.get("status") == "done":
-            for t, s in r.get("specs", {}).items():
+        if r.dataset == dataset and r.status == "done":
+            for t, s in r.specs.items():
                 specs.setdefault(t, TaskSpec.from_dict(s))
-    order = next((list(c.tasks) for c in d.suite.datasets if c.name == dataset), list(specs))
+    order = next((list(e.tasks) for e in d.manifest.datasets if e.name == dataset), list(specs))
     return {t: specs[t] for t in order if t in specs}
 
 
@@ -310,21 +312,21 @@ def training_curves(d: ReportData) -> str:
 
 def ensembles(d: ReportData) -> str:
     """Each ensemble against its members, per task, on the primary metric (from the ensemble cell's record)."""
-    ids = {sid for sid, s in strategy_entries(d).items() if s.members() is not None}
-    records = [r for r in d.records if r["status"] == "done" and r["strategy"] in ids]
+    ids = {sid for sid, e in strategy_entries(d).items() if e.of is not None}
+    records = [r for r in d.records if r.status == "done" and r.strategy in ids]
     if not records:
         return ""
     table, figs = [], []
-    for ds in dict.fromkeys(r["dataset"] for r in records):
+    for ds in dict.fromkeys(r.dataset for r in records):
         specs, panels = dataset_specs(d, ds), {}
-        for r in (r for r in records if r["dataset"] == ds):
-            label = r["cell"].split("__")[1]  # e.g. ensemble(of=hard_share,seeds=0+1)
+        for r in (r for r in records if r.dataset == ds):
+            label = r.cell.split("__")[1]  # e.g. ensemble(of=hard_share,seeds=0+1)
             for t, spec in specs.items():
-                if t in r["test"]:
+                if t in r.test:
                     table.append(_gain_row(ds, label, t, spec, r))
                     scale = spec.display[0]
                     members = [v * scale for v in _member_values(r, t, spec.primary)]
-                    panels.setdefault(t, {})[label] = (members, r["test"][t][spec.primary] * scale)
+                    panels.setdefault(t, {})[label] = (members, r.test[t][spec.primary] * scale)
         ylabels = {t: s.unit for t, s in specs.items()}
         path = figures.ensemble_members(d.fig_dir / f"ensemble_{ds}.png", f"{ds}: ensemble vs its members (test)",
                                         panels, ylabels)
@@ -339,30 +341,43 @@ def ensembles(d: ReportData) -> str:
             "one.\n\n" + "\n\n".join(figs))
 
 
-def _gain_row(ds: str, label: str, task: str, spec: TaskSpec, r: dict) -> dict:
+def _gain_row(ds: str, label: str, task: str, spec: TaskSpec, r: Record) -> dict:
     metric, (scale, digits) = spec.primary, spec.display
     members = _member_values(r, task, metric)
     best = max(members) if spec.higher_is_better else min(members)
     return {"dataset": ds, "ensemble": label, "task": task, "metric": metric,
-            "ensemble value": f"{r['test'][task][metric] * scale:.{digits}f}",
+            "ensemble value": f"{r.test[task][metric] * scale:.{digits}f}",
             "mean member": fmt_mean_std(members, scale, digits) + f" (n={len(members)})",
             "best member": f"{best * scale:.{digits}f}",
-            "gain vs mean": f"{r['extra']['gain_vs_mean'][task][metric] * scale:+.{digits}f}",
-            "gain vs best": f"{r['extra']['gain_vs_best'][task][metric] * scale:+.{digits}f}"}
+            "gain vs mean": f"{r.extra['gain_vs_mean'][task][metric] * scale:+.{digits}f}",
+            "gain vs best": f"{r.extra['gain_vs_best'][task][metric] * scale:+.{digits}f}"}
 
 
-def _member_values(r: dict, task: str, metric: str) -> list[float]:
+def _member_values(r: Record, task: str, metric: str) -> list[float]:
     """An ensemble record's member metrics for one task (STL members each predict one task)."""
-    return [m[task][metric] for m in r["extra"]["members"].values() if task in m]
+    return [m[task][metric] for m in r.extra["members"].values() if task in m]
 
 
 def failures(d: ReportData) -> str:
-    bad = [r for r in d.records if r["status"] != "done"]
+    bad = [(r, "none") for r in d.records if r.status != "done"]
+    bad += [(r, "the earlier finished one, shown as stale") for r in d.failed_reruns]
     if not bad:
         return ""
-    table = [{"cell": r["cell"], "status": r["status"], "reason": r.get("reason", "")} for r in bad]
-    return "## Failed cells\n\nSee each cell's `log.txt` for the traceback.\n\n" + tabulate(
-        table, headers="keys", tablefmt="github")
+    table = [{"cell": r.cell, "status": r.status, "reason": r.reason, "result shown": shown} for r, shown in bad]
+    return ("## Failed cells\n\nSee each cell's `log.txt` for the traceback (`failed_attempt.log` for a rerun "
+            "that failed while the earlier result stayed).\n\n" + tabulate(table, headers="keys", tablefmt="github"))
+
+
+def stale_cells(d: ReportData) -> str:
+    if not d.stale:
+        return ""
+    by_reason: dict[str, list[str]] = {}
+    for cell, why in d.stale.items():
+        by_reason.setdefault(why, []).append(cell)
+    lines = [f"- {why} ({len(cells)}): " + ", ".join(f"`{c}`" for c in cells) for why, cells in by_reason.items()]
+    return ("## Stale cells\n\nThese finished results are in the tables above (marked in the appendix), but the "
+            "config or the training code they would get now differs from what they were trained with, or their "
+            "rerun failed; `bench run` retrains them.\n\n" + "\n".join(lines))
 
 
 def appendix(d: ReportData) -> str:
@@ -371,7 +386,7 @@ def appendix(d: ReportData) -> str:
     table = []
     for _, r in d.rows.iterrows():
         metric = "test_accuracy" if "test_accuracy" in r and not pd.isna(r.get("test_accuracy")) else "test_mae"
-        table.append({"cell": r.cell, "task": r.task, metric.replace("test_", ""): f"{r[metric]:.4f}",
+        table.append({"cell": r.cell + (" (stale)" if r.cell in d.stale else ""), "task": r.task, metric.replace("test_", ""): f"{r[metric]:.4f}",
                       "best epoch": _or_dash(r.best_epoch, "{:.0f}"), "train s": f"{r.train_seconds:.1f}",
                       "img/s": _or_dash(r.images_per_second, "{:,.0f}")})
     return "## Appendix: every cell\n\n" + tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
@@ -383,10 +398,12 @@ def _or_dash(value, fmt: str) -> str:
 
 
 def reproduce(d: ReportData) -> str:
-    return f"## Reproduce\n\n```\n{d.command}\n```\n\nSuite file: `{d.suite.path}`."
+    where = f"Suite file: `{d.manifest.path}`." if d.manifest.path else "The store does not name its suite file."
+    return f"## Reproduce\n\n```\n{d.command}\n```\n\n{where}"
 
 
 from bench.report.forgetting_section import forgetting  # noqa: E402  (late: it uses dataset_specs above)
 
 SECTIONS = [header, summary_tables, ensembles, classification_details, confusion_matrices, per_class_accuracy,
-            residual_diagnostics, hardest_examples, training_curves, forgetting, failures, appendix, reproduce]
+            residual_diagnostics, hardest_examples, training_curves, forgetting, failures, stale_cells, appendix,
+            reproduce]

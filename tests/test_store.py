@@ -1,0 +1,215 @@
+"""The store keeps what finished: reruns that fail or are interrupted leave the earlier result, a swap
+cut in half is repaired, writes are atomic and respect the umask, damaged cells are named and rerun."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from bench import cli
+from bench import data as D
+from bench.config import load_suite
+from bench.grid import expand
+from bench.record import RecordError
+from bench.runner import run_cells
+from bench.store import Store, atomic_torch_save, atomic_write_json
+from bench.trainer import Trainer
+from conftest import REPO
+
+CPU = torch.device("cpu")
+CELL = "synthetic__hard_share__seed0"  # the tiny suite's one cell
+
+
+def _cli(command: str, suite, tmp_path, *extra) -> int:
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    device = ["--device", "cpu"] if command == "run" else []
+    return cli.main([command, str(suite), *device, *roots, *extra])
+
+
+def _finished_cell(tiny_suite, write_suite, tmp_path):
+    """The tiny suite run once through `bench run` (no report): (suite path, store, its record, its predictions)."""
+    path = write_suite(tiny_suite())
+    assert _cli("run", path, tmp_path, "--no-report") == 0
+    store = Store(tmp_path / "results", "tiny")
+    return path, store, store.record(CELL), store.predictions(CELL)
+
+
+def _assert_unchanged(store: Store, record, preds) -> None:
+    assert store.record(CELL) == record
+    again = store.predictions(CELL)
+    assert again.keys() == preds.keys() and all(np.array_equal(again[k], preds[k]) for k in preds)
+    assert not list(store.attempts_dir.iterdir())  # the attempt went beside the result, not left behind
+
+
+def _broken_trainer(*args, **kwargs):
+    raise RuntimeError("the trainer broke")
+
+
+def _missing_dataset(cfg, *args, **kwargs):
+    raise FileNotFoundError(f"no data for {cfg.name}")
+
+
+@pytest.mark.parametrize("breaks", ["trainer, --force", "dataset, new config"])
+def test_a_failed_rerun_keeps_the_finished_result(tiny_suite, write_suite, tmp_path, monkeypatch, capsys, breaks):
+    path, store, record, preds = _finished_cell(tiny_suite, write_suite, tmp_path)
+    if breaks.startswith("trainer"):
+        monkeypatch.setattr(Trainer, "fit", _broken_trainer)
+        extra, reason, why = ["--force"], "RuntimeError: the trainer broke", ""
+    else:
+        monkeypatch.setattr("bench.runner.load_taskset", _missing_dataset)
+        changed = tiny_suite()
+        changed["train"]["lr"] = 0.01  # the stored cell is stale now; its rerun cannot load the data
+        write_suite(changed)
+        extra, reason, why = [], "FileNotFoundError: no data for synthetic", "config changed; "
+    assert _cli("run", path, tmp_path, *extra) == 1
+    _assert_unchanged(store, record, preds)
+    failed = store.failed_attempt(CELL)
+    assert (failed.status, failed.reason) == ("failed", reason) and failed.test == {}
+    assert "Traceback" in (store.cell_dir(CELL) / "failed_attempt.log").read_text()
+    err = " ".join(capsys.readouterr().err.split())
+    assert "its earlier result stays" in err and "failed_attempt.log" in err
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    failures = text.split("## Failed cells")[1].split("\n## ")[0]
+    assert CELL in failures and reason in failures and "the earlier finished one" in failures
+    stale = text.split("## Stale cells")[1].split("\n## ")[0]
+    assert f"- {why}its latest rerun failed, so this is the earlier result (1): `{CELL}`" in stale
+    accuracy = f"{100 * record.test['quadrant']['accuracy']:.2f}"
+    assert accuracy in text.split("## Results")[1].split("\n## ")[0]  # the earlier result is still shown
+
+    monkeypatch.undo()  # fixed: the next run replaces the result, and the failed attempt with it
+    assert _cli("run", path, tmp_path, *extra, "--no-report") == 0
+    assert store.failed_attempt(CELL) is None and store.record(CELL).provenance["time"] >= record.provenance["time"]
+
+
+def test_an_interrupted_rerun_keeps_the_finished_result(tiny_suite, write_suite, tmp_path, monkeypatch):
+    path, store, record, preds = _finished_cell(tiny_suite, write_suite, tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cells(expand(load_suite(path)), store, CPU, force=True, console=Console(file=io.StringIO()))
+    _assert_unchanged(store, record, preds)
+    assert store.failed_attempt(CELL).reason == "KeyboardInterrupt"
+
+
+def test_a_swap_cut_between_its_renames_is_completed(tiny_suite, write_suite, tmp_path, monkeypatch):
+    path, store, record, _ = _finished_cell(tiny_suite, write_suite, tmp_path)
+    rename, calls = os.rename, []
+
+    def killed_on_second_rename(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError("killed")  # the old result is aside, the new one not yet in place
+        rename(src, dst)
+
+    monkeypatch.setattr("bench.store.os.rename", killed_on_second_rename)
+    with pytest.raises(OSError, match="killed"):
+        run_cells(expand(load_suite(path)), store, CPU, force=True, console=Console(file=io.StringIO()))
+    monkeypatch.undo()
+    assert store.record(CELL) is None and store.cells() == []
+    lines = store.recover()
+    assert lines == [f"{store.cell_dir(CELL)}: completed its interrupted replacement"]
+    new = store.record(CELL)
+    assert new.status == "done" and new.provenance["time"] >= record.provenance["time"] and new != record
+    assert not list(store.attempts_dir.iterdir())
+
+
+def test_recover_restores_a_result_and_removes_dead_attempts(tiny_suite, write_suite, tmp_path):
+    _, store, record, _ = _finished_cell(tiny_suite, write_suite, tmp_path)
+    cut = store.attempt(CELL)  # a replacement that never wrote its record, with the result moved aside
+    os.rename(store.cell_dir(CELL), cut.path.with_name(cut.path.name + ".replaced"))
+    dead = store.attempts_dir / f"{CELL}.999999999-0000"  # a pid no process has
+    dead.mkdir()
+    (dead / "history.csv").write_text("epoch\n1\n")
+    alive = store.attempts_dir / f"{CELL}.{os.getppid()}-0000"  # another process still running it
+    alive.mkdir()
+    lines = store.recover()
+    assert f"{store.cell_dir(CELL)}: restored after an interrupted replacement" in lines
+    assert store.record(CELL) == record and store.cells() == [CELL]
+    assert sorted(p.name for p in store.attempts_dir.iterdir()) == [alive.name]
+    assert any(str(dead) in line for line in lines)
+
+
+def test_a_failed_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+    atomic_write_json(path, {"version": 1})
+
+    def replace_fails(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("bench.store.os.replace", replace_fails)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(path, {"version": 2})
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775)],
+                         ids=["umask022", "umask002"])
+def test_written_files_respect_the_umask(tiny_suite, write_suite, tmp_path, umask, file_mode, dir_mode):
+    old = os.umask(umask)
+    try:
+        _finished_cell(tiny_suite, write_suite, tmp_path)
+        atomic_torch_save({"x": torch.zeros(2)}, D.cache_dir(tmp_path / "data") / "decoded.pt")
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml"]
+    names = {p.name for p in files}
+    assert {"record.json", "history.csv", "predictions.npz", "log.txt", "suite.json", "decoded.pt"} <= names
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(file_mode) for p in files}
+    folders = [p for p in (tmp_path / "results").rglob("*") if p.is_dir()]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {oct(dir_mode)}
+
+
+def _truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_damaged_cell_is_named_rerun_and_left_out_of_the_report(tiny_suite, write_suite, tmp_path, capsys):
+    path = write_suite(tiny_suite(seeds=[0, 1]))
+    assert _cli("run", path, tmp_path, "--no-report") == 0
+    store = Store(tmp_path / "results", "tiny")
+    damaged = store.cell_dir("synthetic__hard_share__seed1") / "record.json"
+    _truncate(damaged)
+    _truncate(store.dir / "suite.json")
+    capsys.readouterr()
+    assert _cli("report", path, tmp_path) == 0
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    assert f"- **Skipped, damaged:** `{damaged}: not valid JSON" in text
+    assert f"- **Skipped, damaged:** `{store.dir / 'suite.json'}: not valid JSON" in text
+    row = next(line for line in text.split("## Results")[1].splitlines() if line.startswith("| hard_share"))
+    assert row.rstrip(" |").endswith("1")  # n = 1: only seed 0 counted
+    assert "synthetic__hard_share__seed1" not in text.split("## Appendix")[1]
+
+    assert _cli("run", path, tmp_path, "--no-report") == 0
+    err = capsys.readouterr().err
+    (named,) = [line for line in err.splitlines() if "damaged result" in line]
+    assert named.startswith(f"damaged result {damaged}: not valid JSON") and "running the cell again" in named
+    assert "done 1, cached 1, failed 0" in err
+    assert store.record("synthetic__hard_share__seed1").status == "done"
+
+
+def test_damaged_files_of_either_schema_name_themselves(tmp_path):
+    legacy = Store(tmp_path, "cifar_mtl")
+    shutil.copytree(REPO / "results" / "cifar_mtl" / "cifar10__hard_share__seed0", legacy.cell_dir("a"))
+    shutil.copytree(REPO / "results" / "cifar_mtl" / "cifar10__hard_share__seed0", legacy.cell_dir("b"))
+    _truncate(legacy.cell_dir("a") / "metrics.json")
+    with pytest.raises(RecordError, match=r"/a/metrics\.json: not valid JSON .*truncated\?"):
+        legacy.record("a")
+    _truncate(legacy.cell_dir("b") / "predictions.npz")
+    assert legacy.record("b").status == "done"  # the record itself is fine ...
+    with pytest.raises(RecordError, match=r"/b/predictions\.npz: damaged"):
+        legacy.finished("b")  # ... but the result is not complete
+    (legacy.cell_dir("b") / "predictions.npz").unlink()
+    with pytest.raises(RecordError, match=r"/b/predictions\.npz: incomplete: no pred__class10"):
+        legacy.is_done("b", "any key")
