@@ -2,6 +2,7 @@
 # make test                      the test suite (CPU)
 # make validate SUITE=...        check a suite without running it
 # make report SUITE=...          rebuild the report from results/
+# make slurm-up / slurm-down      a one-node SLURM on this machine for the SLURM tests (root; installs it)
 # PYTHON=python3 uses an existing interpreter instead of .venv (e.g. a GPU machine without internet).
 SUITE ?= cifar_mtl
 VENV ?= .venv
@@ -14,7 +15,7 @@ else
 SETUP :=
 endif
 
-.PHONY: bench test validate report perf clean-results
+.PHONY: bench test validate report perf clean-results slurm-up slurm-down slurm-status
 
 bench: $(SETUP)
 	$(PYTHON) -m bench run $(SUITE) $(ARGS)
@@ -36,3 +37,12 @@ $(VENV)/.installed: pyproject.toml
 
 perf: $(SETUP)
 	$(PYTHON) -m bench perf $(SUITE) $(ARGS)
+
+slurm-up:
+	scripts/slurm.sh up
+
+slurm-down:
+	scripts/slurm.sh down
+
+slurm-status:
+	scripts/slurm.sh status
