@@ -29,7 +29,9 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 # the test set and computes the stored metrics and loss gallery, all part of the result; planning
 # and progress, which are not, move to their own executors module later. Not in: config parsing
 # (the resolved config is hashed itself), the grid, store, record, registry, report and CLI.
-CORE_TRAINING_CODE = ("trainer.py", "kinds", "data/__init__.py", "models/__init__.py", "runner.py")
+# The task kinds a cell's tasks have are added per cell (their modules, found from the registry).
+CORE_TRAINING_CODE = ("trainer.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py",
+                      "runner.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -77,11 +79,14 @@ class Cell:
         """The bench/ files this cell's training runs: the core list, and the modules defining its
         dataset loader, backbone and strategy class with its bases (found from the registered objects)."""
         from bench.data import DATASETS
+        from bench.kinds import KINDS
         from bench.models import BACKBONES
         from bench.strategies import STRATEGIES
 
         loaders = [DATASETS.get(part.name) for part in self.dataset.parts or (self.dataset,)]  # a union: each part's
-        plugins = [*loaders, BACKBONES.get(self.backbone.name), *inspect.getmro(STRATEGIES.get(self.strategy.name))]
+        kinds = [KINDS.get(loader.kinds[t]) for loader in loaders for t in self.tasks if t in loader.kinds]
+        plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
+                   *inspect.getmro(STRATEGIES.get(self.strategy.name))]
         own = {p for p in map(_package_path, plugins) if p}
         return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own))
 

@@ -85,13 +85,16 @@ def test_a_cell_key_covers_its_own_plugins_and_the_core(tiny_suite, write_suite)
                                  {"name": "stl", "backbone": {"name": "convnet", "widths": [8]}}])
     cells = {c.strategy.id: c for c in expand(load_suite(write_suite(raw)))}
     trained = set(cells["hard_share"].code_files())
-    assert trained == {*CORE_TRAINING_CODE, "data/synthetic.py", "models/alexnet.py", "strategies.py"}
+    # synthetic's tasks are multiclass, binary and regression: those kind modules, no others
+    assert trained == {*CORE_TRAINING_CODE, "data/synthetic.py", "kinds/classification.py", "kinds/regression.py",
+                       "models/alexnet.py", "strategies.py"}
     assert set(cells["ensemble"].code_files()) == trained | {"combine.py"}
     assert "models/convnet.py" in cells["stl"].code_files() and "models/alexnet.py" not in cells["stl"].code_files()
+    regression_only = next(c for c in expand(load_suite(write_suite(raw))) if c.tasks == ("brightness",))
+    assert "kinds/regression.py" in regression_only.code_files()
+    assert "kinds/classification.py" not in regression_only.code_files()  # a kind the cell does not use
     code = cells["hard_share"].code()
-    # a package among the files (kinds/) stands for every module in it
-    assert {f if f in trained else f.split("/")[0] for f in code} == trained
-    assert "kinds/classification.py" in code and all(len(h) == 16 for h in code.values())
+    assert set(code) == trained and all(len(h) == 16 for h in code.values())
 
 
 def test_a_folder_in_the_code_list_stands_for_its_python_files():

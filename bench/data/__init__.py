@@ -121,11 +121,14 @@ class TaskSet:
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
 
-def dataset(name: str, tasks: tuple[str, ...]) -> Callable[[Callable], Callable]:
-    """Register a loader `fn(root, download, *, options...) -> Pool` that offers `tasks`."""
+def dataset(name: str, tasks: dict[str, str]) -> Callable[[Callable], Callable]:
+    """Register a loader `fn(root, download, *, options...) -> Pool` offering `tasks` (task -> kind).
+
+    The kinds are declared here, not only in the Pool the loader returns, so a suite can be checked
+    and a cell's key can name the kind modules it uses without loading any data."""
 
     def add(fn: Callable) -> Callable:
-        fn.tasks = tasks
+        fn.tasks, fn.kinds = tuple(tasks), dict(tasks)
         return DATASETS.register(name)(fn)
 
     return add
@@ -191,8 +194,13 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
 
 def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
     """One registered dataset's tasks, split, with its targets checked (statistics left at 0 / 1)."""
-    pool = DATASETS.get(cfg.name)(root, cfg.download, **cfg.options)
+    loader = DATASETS.get(cfg.name)
+    pool = loader(root, cfg.download, **cfg.options)
     specs = {t: pool.specs[t] for t in cfg.tasks}
+    for t, spec in specs.items():
+        if spec.kind != loader.kinds[t]:
+            raise TypeError(f"dataset {cfg.name}: task {t} is registered as {loader.kinds[t]!r} but the loader "
+                            f"returned a {spec.kind!r} spec; fix its @dataset declaration")
     for name, split in (("train", pool.train), ("test", pool.test)):
         for t, spec in specs.items():
             spec.check_targets(split.y[t], image_size=split.x.shape[-1], where=f"dataset {cfg.name} ({name})")

@@ -28,7 +28,7 @@ VEHICLES = (0, 1, 8, 9)
 FOLDER_NAMES = ("cifar10-jpeg", "cifar10")
 
 
-@dataset("cifar10", tasks=("class10", "animal"))
+@dataset("cifar10", tasks={"class10": "multiclass", "animal": "binary"})
 def cifar10(root: Path, download: bool) -> Pool:
     source = find_source(root)
     if source is None and download:

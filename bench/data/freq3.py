@@ -45,7 +45,7 @@ GLYPH_LEVEL = 0.2  # glyph brightness step, in [0, 1] intensity units
 NOISE = 0.2  # default std of the white noise, in [0, 1] intensity units (at 0.08 a plain CNN gets b ~98%)
 
 
-@dataset("freq3", tasks=("a", "b", "c"))
+@dataset("freq3", tasks={"a": "multiclass", "b": "multiclass", "c": "regression"})
 def freq3(root: Path, download: bool, *, n: int = 3_000, n_test: int = 1_000, seed: int = 0,
           noise: float = NOISE) -> Pool:
     """`noise`: std of the white noise in [0, 1] intensity units; higher makes `b` and `c` harder."""

@@ -27,7 +27,7 @@ FILES = {
 SPLIT_SEED = 0  # the fixed split of the test set when it is the whole pool
 
 
-@dataset("mnist", tasks=("digit", "parity"))
+@dataset("mnist", tasks={"digit": "multiclass", "parity": "binary"})
 def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
     if not 0 < test_fraction < 1:
         raise ValueError(f"datasets.mnist.options.test_fraction: {test_fraction} must lie strictly between 0 and 1")

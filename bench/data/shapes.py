@@ -39,7 +39,7 @@ GRID, CELL = 4, 7  # 4x4 cells of 7x7 px = 28x28
 SIZES = (4, 5, 6)  # shape side in px; at most CELL - 1, leaving a 1 px gap to the next cell
 
 
-@dataset("shapes", tasks=("pair", "counts"))
+@dataset("shapes", tasks={"pair": "multiclass", "counts": "regression"})
 def shapes(root: Path, download: bool, *, n: int = 10_000, n_test: int = 2_000, seed: int = 0) -> Pool:
     key = f"shapes:n={n}:n_test={n_test}:seed={seed}:{source_digest(__file__)}"
     arrays = cached(root, "shapes", key, lambda: {

@@ -16,7 +16,7 @@ from bench.kinds.classification import Binary, Multiclass
 from bench.kinds.regression import Regression
 
 
-@dataset("synthetic", tasks=("quadrant", "top", "brightness"))
+@dataset("synthetic", tasks={"quadrant": "multiclass", "top": "binary", "brightness": "regression"})
 def synthetic(root: Path, download: bool, *, n_train: int = 512, n_test: int = 256,
               image_size: int = 16, channels: int = 3, seed: int = 0) -> Pool:
     gen = torch.Generator().manual_seed(seed)
