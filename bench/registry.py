@@ -54,7 +54,9 @@ def declared_params(fn: Callable) -> dict[str, inspect.Parameter]:
 def check_params(fn: Callable, params: dict[str, Any], where: str) -> None:
     """Raise ValueError naming `where` if `params` has an unknown name or a wrongly typed value."""
     known = declared_params(fn)
-    hints = typing.get_type_hints(fn)
+    # A plain class declares its parameters on __init__; a dataclass's class annotations and its
+    # generated __init__ agree, so both kinds of plug-in are checked the same way.
+    hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
     for key, value in params.items():
         if key not in known:
             raise ValueError(
