@@ -98,6 +98,9 @@ def test_mlflow_parent_and_child_runs_read_back(mlflow_target, cells, tmp_path):
     client, parent, children = _runs(mlflow_uri(mlflow_target)[0])
 
     assert set(children) == {c.name for c in cells}
+    if not mlflow_target.startswith("file:"):  # a folder: artifacts beside the database, per suite
+        location = client.get_experiment_by_name("tiny").artifact_location
+        assert location == (Path(mlflow_target) / "artifacts" / "tiny").as_uri()
     assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
     assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.note.content"] == "a tiny grid"
     assert _artifacts(client, parent.info.run_id) == {"manifest.json", "report"}
@@ -114,7 +117,7 @@ def test_mlflow_parent_and_child_runs_read_back(mlflow_target, cells, tmp_path):
     assert params["key"] == cells[0].key
     history = client.get_metric_history(done.info.run_id, "train_loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 1.5), (2, 1.0), (3, 0.5)]
-    assert "stage" not in done.data.metrics
+    assert "stage" not in done.data.metrics and "seed" not in done.data.metrics  # a string; a tag
     assert done.data.metrics["test_quadrant_accuracy"] == 0.8 and done.data.metrics["test_brightness_mae"] == 0.1
     assert done.data.metrics["best_val_quadrant_accuracy"] == 0.75 and done.data.metrics["wall_seconds"] == 2.5
     assert _artifacts(client, done.info.run_id) == {"metrics.json", "history.csv"}
@@ -270,9 +273,9 @@ def test_off_by_default_and_command_line_wins(tiny_suite, write_suite, tmp_path)
 
 def test_mlflow_uri_of_folders_and_uris(tmp_path):
     assert mlflow_uri(str(tmp_path / "ml")) == (f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}",
-                                                (tmp_path / "ml" / "artifacts").as_uri())
+                                                tmp_path / "ml" / "artifacts")
     assert mlflow_uri("sqlite:///runs.db") == (f"sqlite:///{Path('runs.db').resolve()}",
-                                               (Path.cwd() / "artifacts").as_uri())
+                                               Path.cwd() / "artifacts")
     assert mlflow_uri("http://host:5000") == ("http://host:5000", None)
     assert mlflow_uri("file:///x/mlruns") == ("file:///x/mlruns", None)
 

@@ -124,7 +124,7 @@ def numeric(row: dict) -> dict[str, float]:
 
 def final_metrics(record: dict) -> dict[str, float]:
     """A cell record's numbers: test_<task>_<metric>, best_val_<task>_<metric>, and top-level scalars."""
-    out = numeric(record)
+    out = {k: v for k, v in numeric(record).items() if k != "seed"}  # the seed is a tag, not a result
     for prefix, section in (("test", record.get("test")), ("best_val", record.get("val"))):
         for task, metrics in (section or {}).items():
             out.update({f"{prefix}_{task}_{m}": v for m, v in numeric(metrics or {}).items()})

@@ -18,20 +18,20 @@ from bench.tracking.base import Tracker, TrackingError, as_text, final_metrics, 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two or more letters: C:\ stays a path
 
 
-def mlflow_uri(target: str) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for new experiments) for a URI or a plain folder.
+def mlflow_uri(target: str) -> tuple[str, Path | None]:
+    """(tracking URI, artifact root for new experiments) for a URI or a plain folder.
 
-    A folder becomes `sqlite:///<folder>/mlflow.db` with artifacts in `<folder>/artifacts`: MLflow 3
+    A folder becomes `sqlite:///<folder>/mlflow.db` with artifacts in `<folder>/artifacts/<suite>/`: MLflow 3
     defaults to sqlite and refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true. A sqlite URI
     keeps its artifacts beside the database (MLflow's own default is ./mlruns of whatever the current
     folder is); other URIs leave the artifact location to the server or store.
     """
     if not _SCHEME.match(target):
         folder = Path(target).expanduser().resolve()
-        return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+        return f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts"
     if target.startswith("sqlite:///") and target != "sqlite:///:memory:":
         db = Path(target[len("sqlite:///"):]).expanduser().resolve()
-        return f"sqlite:///{db}", (db.parent / "artifacts").as_uri()
+        return f"sqlite:///{db}", db.parent / "artifacts"
     return target, None
 
 
@@ -42,7 +42,7 @@ class MlflowTracker(Tracker):
 
     def __init__(self, target: str, *, where: str = "tracking.mlflow"):
         self.where = where
-        self.uri, self.artifact_location = mlflow_uri(target)
+        self.uri, self.artifact_root = mlflow_uri(target)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._client = None
@@ -52,12 +52,12 @@ class MlflowTracker(Tracker):
     @classmethod
     def resume(cls, state: dict) -> MlflowTracker:
         t = cls(state["uri"], where="tracking state")
-        t.artifact_location = state.get("artifact_location")
+        t.artifact_root = Path(state["artifact_root"]) if state.get("artifact_root") else None
         t.experiment_id, t.parent_run_id = state["experiment_id"], state["parent_run_id"]
         return t
 
     def state(self) -> dict:
-        return {"uri": self.uri, "artifact_location": self.artifact_location,
+        return {"uri": self.uri, "artifact_root": self.artifact_root and str(self.artifact_root),
                 "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id}
 
     @property
@@ -111,7 +111,8 @@ class MlflowTracker(Tracker):
         if found is not None:
             return found.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=self.artifact_location)
+            where = (self.artifact_root / name).as_uri() if self.artifact_root else None
+            return self.client.create_experiment(name, artifact_location=where)
         except Exception:  # another process created it in between
             found = self.client.get_experiment_by_name(name)
             if found is None:
