@@ -81,6 +81,14 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """Where runs are also logged (bench/tracking/); None = off. Not part of any cell's key."""
+
+    mlflow: str | None = None  # tracking URI (http://, sqlite:///, file:) or a folder (a sqlite store in it)
+    tensorboard: str | None = None  # folder; event files go to <folder>/<suite>/<cell>/
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suite:
     name: str
     path: str
@@ -90,9 +98,10 @@ class Suite:
     seeds: tuple[int, ...]
     backbone: PluginConfig
     train: TrainConfig
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train")
+SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -152,7 +161,16 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
         seeds=seeds,
         backbone=backbone,
         train=train,
+        tracking=_tracking(raw.get("tracking")),
     )
+
+
+def _tracking(raw: Any) -> TrackingConfig:
+    cfg = _dataclass_from(TrackingConfig, {} if raw is None else raw, "tracking")
+    for key in ("mlflow", "tensorboard"):
+        if getattr(cfg, key) is not None and not getattr(cfg, key).strip():
+            raise ValueError(f"tracking.{key}: empty; give a URI or folder, or leave the key out")
+    return cfg
 
 
 def _mapping(value: Any, where: str) -> dict:
