@@ -13,6 +13,12 @@ Each op is a function in the `OPS` registry; its keyword-only parameters with de
 suite parameters (checked by name and type with `bench.registry.check_params`, values by the op).
 Randomness: each call runs under its own seed in a forked torch RNG, so the same seed gives the
 same output on one device and the caller's RNG state is left as it was.
+
+Precision: the batch goes to float32 in [0, 1] once, every op runs in float, and it comes back to
+uint8 once (rounded, clamped to 0..255). So ops compound no quantisation; what is lost is the final
+rounding (<= 0.5 grey level), values that noise / brightness / erase push outside [0, 1] (clamped;
+brightness and the jitters also clamp internally), and bilinear resampling in rotate and zoom.
+Flips, rot90 (on square images) and crop are exact pixel moves.
 """
 
 from __future__ import annotations
