@@ -245,9 +245,7 @@ def test_crop_and_flip_move_boxes_and_masks_with_the_pixels():
     x, boxes = drawn()
     assert_boxes_frame_pixels(x, boxes)
     pad = 4
-    cropped = random_crop(x, pad, torch.Generator().manual_seed(7))
-    gen = torch.Generator().manual_seed(7)  # the trainer's draws, in its order: dy, then dx
-    dy, dx = (torch.randint(0, 2 * pad + 1, (len(x),), generator=gen) for _ in range(2))
+    cropped, dy, dx = random_crop(x, pad, torch.Generator().manual_seed(7))  # the trainer's crop and its offsets
     moved = det.crop(boxes, dy, dx, pad, (24, 24))
     assert_boxes_frame_pixels(cropped, moved)
     assert (moved[..., 4] == -1).sum() > (boxes[..., 4] == -1).sum()  # some objects were cropped away
