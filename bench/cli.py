@@ -66,7 +66,8 @@ def select(cells: list, ids: str | None, suite) -> list:
 
 def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     from bench.grid import manifest
-    from bench.runner import pick_device, run_cells
+    from bench.runner import run_cells
+    from bench.train_cell import pick_device
     from bench.store import Store
 
     device = pick_device(args.device)

@@ -25,13 +25,13 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 
 # The modules every cell's training runs besides its own plug-ins, relative to bench/ (a folder
 # stands for every .py file under it). A cell's key hashes them, so editing one marks the cells it
-# trained stale. runner.py is in: run_cell seeds, draws the backbone's statistics sample, predicts
-# the test set and computes the stored metrics and loss gallery, all part of the result; planning
-# and progress, which are not, move to their own executors module later. Not in: config parsing
-# (the resolved config is hashed itself), the grid, store, record, registry, report and CLI.
-# The task kinds a cell's tasks have are added per cell (their modules, found from the registry).
-CORE_TRAINING_CODE = ("trainer.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py",
-                      "runner.py")
+# trained stale. train_cell.py seeds, draws the backbone's statistics sample, predicts the test set
+# and computes the stored metrics and loss gallery. Not in: the runner's bookkeeping (attempts,
+# records, progress), config parsing (the resolved config is hashed itself), the grid, store,
+# record, registry, report and CLI. The modules of the task kinds, dataset loader, backbone and
+# strategy a cell uses are added per cell (found from the registries).
+CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py",
+                      "models/__init__.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 

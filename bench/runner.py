@@ -1,5 +1,8 @@
 """Run a suite's cells: skip finished ones, isolate failures, record everything in the store.
 
+The training of one cell itself is bench/train_cell.py (part of every cell's key); this module is
+the bookkeeping around it (attempts, records, failures, progress), which no stored number depends on.
+
 `run_cell` trains one cell (or combines it from its members' stored predictions, bench/combine.py)
 into a fresh attempt folder and hands the attempt and its `Record` to the store, which swaps it in
 only when it is done or nothing finished was there; a failed or interrupted rerun leaves the earlier
@@ -14,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import random
 import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -29,14 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.combine import combine_cell
 from bench.data import TaskSet, load_taskset
 from bench.grid import Cell
-from bench.models import BACKBONES, BackboneContext, count_params
 from bench.record import Record, RecordError, code_version
 from bench.store import CellFiles, Store
 from bench.strategies import STRATEGIES
-from bench.trainer import Diverged, Trainer
-
-STATS_SAMPLE = 2048  # train images a backbone may see for data-dependent statistics
-GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), for the report's gallery
+from bench.train_cell import train_cell
+from bench.trainer import Diverged
 
 
 @dataclass
@@ -45,17 +43,6 @@ class RunSummary:
     cached: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fastest kernels; determinism is promised on CPU only
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
 
 
 def run_cells(cells: list[Cell], store: Store, device: torch.device, *, force: bool = False,
@@ -139,7 +126,7 @@ def run_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache
         if cell.members:
             results = combine_cell(cell, store, attempt)
         else:
-            results = _train_cell(cell, attempt, device, datasets or DataCache(device), progress, bar)
+            results = _train(cell, attempt, device, datasets or DataCache(device), progress, bar)
         status, reason = "done", ""
     except BaseException as err:  # a cell's failure must never take the suite down; an interrupt does, after this
         status = "diverged" if isinstance(err, Diverged) else "failed"
@@ -157,70 +144,13 @@ def run_cell(cell: Cell, store: Store, device: torch.device, datasets: DataCache
     return record
 
 
-def identity(cell: Cell) -> dict:
-    """The identity fields of a cell's record."""
-    return {"suite": cell.suite, "cell": cell.name, "dataset": cell.dataset.name, "strategy": cell.strategy.id,
-            "strategy_name": cell.strategy.name, "multi_task": STRATEGIES.get(cell.strategy.name).multi_task,
-            "tasks": cell.tasks, "seed": cell.seed, "members": {m.name: m.key for m in cell.members}}
-
-
-def _train_cell(cell: Cell, attempt: CellFiles, device: torch.device, datasets: DataCache, progress, bar) -> dict:
-    data = datasets.get(cell.dataset)
-    specs = {t: data.specs[t] for t in cell.tasks}
-    seed_everything(cell.seed)
-    strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
-    make_backbone = backbone_factory(cell, data, device)
-    model = strategy.build(specs, make_backbone).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.cuda.reset_peak_memory_stats(device)
-
+def _train(cell: Cell, attempt: CellFiles, device: torch.device, datasets: DataCache, progress, bar) -> dict:
     def on_epoch(row: dict) -> None:
         attempt.append_log(json.dumps(row))
         if progress is not None:
             progress.update(bar, completed=row["epoch"], description=f"  {cell.name} " + _epoch_text(row))
 
-    trainer = Trainer(cell.train, device, cell.seed, on_epoch)
-    result = strategy.fit(model, data, specs, trainer)
-    attempt.write_history(result.history)
-    preds = trainer.predict(model, data, data.test, specs)
-    arrays = {}
-    test = {}
-    for t, p in preds.items():
-        part = data.test.part(t)  # the test items labelled for t, which `predict` scored
-        pred, target = p.cpu().numpy(), part.y[t].cpu().numpy()
-        test[t] = specs[t].metrics(pred, target)
-        arrays[f"pred__{t}"] = pred.astype(np.float16)
-        arrays[f"target__{t}"] = target
-        arrays.update(_gallery(t, specs[t].item_losses(pred, target), part.x))
-    attempt.write_predictions(arrays)
-    return {
-        "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch, "epochs": len(result.history),
-        "params": count_params(model), "train_seconds": result.train_seconds,
-        "images_per_second": result.images / max(result.train_seconds, 1e-9),
-        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "notes": tuple(data.notes), "extra": result.extra,
-        "specs": {t: s.to_dict() for t, s in specs.items()},
-    }
-
-
-def _gallery(task: str, losses: np.ndarray, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """The GALLERY_SIZE highest-loss test items of one task: their indices, losses and images (k, C, H, W).
-
-    Kept in every cell (a few KB): which seeds finish, or get added later, is not known here.
-    """
-    idx = np.argsort(-losses, kind="stable")[:GALLERY_SIZE]
-    return {f"gallery_index__{task}": idx, f"gallery_loss__{task}": losses[idx].astype(np.float32),
-            f"gallery_x__{task}": x[torch.from_numpy(idx).to(x.device)].cpu().numpy()}
-
-
-def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):
-    build = BACKBONES.get(cell.backbone.name)
-    gen = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(data.train), generator=gen)[:STATS_SAMPLE].to(data.train.x.device)
-    sample = data.standardise(data.train.x[idx])
-    ctx = BackboneContext(in_channels=data.in_channels, image_size=data.image_size, sample=sample)
-    return lambda: build(ctx, **cell.backbone.params)
+    return train_cell(cell, attempt, device, datasets.get(cell.dataset), on_epoch)
 
 
 def _epoch_text(row: dict) -> str:
@@ -229,10 +159,11 @@ def _epoch_text(row: dict) -> str:
     return f"{stage}epoch {row['epoch']} loss={row['train_loss']:.3f} " + " ".join(vals)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def identity(cell: Cell) -> dict:
+    """The identity fields of a cell's record."""
+    return {"suite": cell.suite, "cell": cell.name, "dataset": cell.dataset.name, "strategy": cell.strategy.id,
+            "strategy_name": cell.strategy.name, "multi_task": STRATEGIES.get(cell.strategy.name).multi_task,
+            "tasks": cell.tasks, "seed": cell.seed, "members": {m.name: m.key for m in cell.members}}
 
 
 def provenance(device: torch.device) -> dict:

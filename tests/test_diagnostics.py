@@ -19,7 +19,7 @@ from bench.grid import expand, manifest
 from bench.record import Record
 from bench.report import write_report
 from bench.report import diagnostics as D
-from bench.runner import GALLERY_SIZE, _gallery
+from bench.train_cell import GALLERY_SIZE, _gallery
 from bench.store import Store
 from conftest import put_result
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from bench.registry import Registry
@@ -216,9 +215,9 @@ def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
 
 
 def _check_same_images(parts: list[TaskSet], name: str) -> None:
-    shapes = {f"{i}: {p.name}": tuple(p.train.x.shape[1:]) for i, p in enumerate(parts)}
-    if len(set(shapes.values())) > 1:
-        raise ValueError(f"dataset {name}: the union's parts have different image shapes (C, H, W) {shapes}; "
+    sizes = {f"{i}: {p.name}": tuple(p.train.x.shape[1:]) for i, p in enumerate(parts)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"dataset {name}: the union's parts have different image shapes (C, H, W) {sizes}; "
                          "give them one canvas size and channel count (see each dataset's options)")
 
 

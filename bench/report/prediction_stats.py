@@ -8,7 +8,6 @@ seeds), class probabilities (N, C) in float16 (binary tasks as (N, 2)) and integ
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np

@@ -1,0 +1,97 @@
+"""One cell's training: what every stored number of a trained cell comes from, beyond the trainer.
+
+Seeds, the backbone's statistics sample, the model from the strategy, the strategy's fit through
+the Trainer, and the test predictions, metrics and loss gallery written into the cell's attempt.
+This module is part of every trained cell's key (bench/grid.py: CORE_TRAINING_CODE); the
+bookkeeping around it (attempts, records, failures, progress) lives in bench/runner.py.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.data import TaskSet
+from bench.grid import Cell
+from bench.models import BACKBONES, BackboneContext, count_params
+from bench.store import CellFiles
+from bench.strategies import STRATEGIES
+from bench.trainer import Trainer
+
+STATS_SAMPLE = 2048  # train images a backbone may see for data-dependent statistics
+GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), for the report's gallery
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fastest kernels; determinism is promised on CPU only
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskSet,
+               on_epoch: Callable[[dict], None]) -> dict:
+    """Train `cell` on `data` (its dataset, on `device`), write its history and test predictions into
+    `attempt`, and return the results part of its record (bench/record.py)."""
+    specs = {t: data.specs[t] for t in cell.tasks}
+    seed_everything(cell.seed)
+    strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
+    make_backbone = backbone_factory(cell, data, device)
+    model = strategy.build(specs, make_backbone).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = Trainer(cell.train, device, cell.seed, on_epoch)
+    result = strategy.fit(model, data, specs, trainer)
+    attempt.write_history(result.history)
+    preds = trainer.predict(model, data, data.test, specs)
+    arrays = {}
+    test = {}
+    for t, p in preds.items():
+        part = data.test.part(t)  # the test items labelled for t, which `predict` scored
+        pred, target = p.cpu().numpy(), part.y[t].cpu().numpy()
+        test[t] = specs[t].metrics(pred, target)
+        arrays[f"pred__{t}"] = pred.astype(np.float16)
+        arrays[f"target__{t}"] = target
+        arrays.update(_gallery(t, specs[t].item_losses(pred, target), part.x))
+    attempt.write_predictions(arrays)
+    return {
+        "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch, "epochs": len(result.history),
+        "params": count_params(model), "train_seconds": result.train_seconds,
+        "images_per_second": result.images / max(result.train_seconds, 1e-9),
+        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "notes": tuple(data.notes), "extra": result.extra,
+        "specs": {t: s.to_dict() for t, s in specs.items()},
+    }
+
+
+def _gallery(task: str, losses: np.ndarray, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The GALLERY_SIZE highest-loss test items of one task: their indices, losses and images (k, C, H, W).
+
+    Kept in every cell (a few KB): which seeds finish, or get added later, is not known here.
+    """
+    idx = np.argsort(-losses, kind="stable")[:GALLERY_SIZE]
+    return {f"gallery_index__{task}": idx, f"gallery_loss__{task}": losses[idx].astype(np.float32),
+            f"gallery_x__{task}": x[torch.from_numpy(idx).to(x.device)].cpu().numpy()}
+
+
+def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):
+    build = BACKBONES.get(cell.backbone.name)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.train), generator=gen)[:STATS_SAMPLE].to(data.train.x.device)
+    sample = data.standardise(data.train.x[idx])
+    ctx = BackboneContext(in_channels=data.in_channels, image_size=data.image_size, sample=sample)
+    return lambda: build(ctx, **cell.backbone.params)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
