@@ -83,6 +83,7 @@ def test_forward_backward_every_backbone_and_strategy(backbone_name, strategy_na
         model = strategy.build(cell_specs, lambda: build(ctx, **params))
         _check_forward_backward(model, cell_specs, gen)
         _check_param_groups(model)
+        _check_features(model, cell_specs, gen)
 
 
 def _check_forward_backward(model: torch.nn.Module, specs: dict[str, TaskSpec], gen: torch.Generator) -> None:
@@ -108,3 +109,14 @@ def _check_param_groups(model: torch.nn.Module) -> None:
     names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
     left_out = sorted(n for i, n in names.items() if i not in set(grouped))
     assert not left_out, f"Parameters in no param group: {left_out}"
+
+
+def _check_features(model: torch.nn.Module, specs: dict[str, TaskSpec], gen: torch.Generator) -> None:
+    # The features are what the heads read: every output depends on them, and the outputs equal forward's.
+    model.eval()
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+    out, features = model.forward_features(x)
+    assert features and all(torch.allclose(out[t], o) for t, o in model(x).items())
+    total = sum(o.float().sum() for o in out.values())
+    grads = torch.autograd.grad(total, list(features.values()), allow_unused=True)
+    assert all(g is not None for g in grads), f"a feature no head reads: {list(features)}"

@@ -5,8 +5,10 @@ optionally followed by a trunk that turns the map into a vector (B, vector_dim):
 flatten + classifier MLP, for the dual-stream net its fusion layer. The trunk is shared by every
 head that reads a vector (classification, regression); dense heads read the map. Models expose
 one seam, `forward(x) -> {task: output}`, plus `param_groups()` naming which parameters are
-shared and which belong to each task, so strategies never reach into a model's internals.
-Heads come from the task kinds (`TaskSpec.head`, bench/kinds).
+shared and which belong to each task, so strategies never reach into a model's internals, and
+`forward_features(x) -> (outputs, features)` giving also the representation the heads read, for
+methods that work on it (MGDA-UB, feature distillation). Heads come from the task kinds
+(`TaskSpec.head`, bench/kinds).
 """
 
 from __future__ import annotations
@@ -95,10 +97,19 @@ def make_heads(features: FeatureInfo, specs: dict[str, TaskSpec], heads: dict[st
     return nn.ModuleDict({t: s.head(features, **heads.get(t, {})) for t, s in specs.items()})
 
 
-def apply_heads(heads: nn.ModuleDict, trunk: nn.Module | None, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each head on what it reads: the feature map, or the trunk's vector (computed once)."""
+Features = dict[str, torch.Tensor]  # name -> a shared representation the heads read (see forward_features)
+
+
+def apply_heads(heads: nn.ModuleDict, trunk: nn.Module | None, fmap: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
+    """Each head on what it reads: the feature map, or the trunk's vector (computed once).
+
+    Returns the outputs and the features the heads read: "map" (B, C, h, w) and / or "vector" (B, D)."""
     vector = trunk(fmap) if trunk is not None and any(h.reads == "vector" for h in heads.values()) else None
-    return {t: h(vector if h.reads == "vector" else fmap) for t, h in heads.items()}
+    out = {t: h(vector if h.reads == "vector" else fmap) for t, h in heads.items()}
+    features = {"vector": vector} if vector is not None else {}
+    if any(h.reads == "map" for h in heads.values()):
+        features["map"] = fmap
+    return out, features
 
 
 class MultiHeadNet(nn.Module):
@@ -110,6 +121,11 @@ class MultiHeadNet(nn.Module):
         self.heads = make_heads(backbone.features(), specs, heads or {})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
+        """The outputs, and the shared representation the heads read (for methods that work on it:
+        MGDA-UB's gradients, feature distillation)."""
         return apply_heads(self.heads, self.backbone.trunk, self.backbone(x))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -162,6 +178,11 @@ class CrossStitchNet(nn.Module):
         self.heads = nn.ModuleDict({t: make_heads(features, {t: specs[t]}, heads or {})[t] for t in self.tasks})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
+        """The outputs, and what each task's head reads from its own column ("<task>/map" or
+        "<task>/vector"): after the last stitch, no representation is shared by all tasks."""
         columns = [c.units() for c in self.columns]
         n_stages = len(self.columns[0].stages)
         hs, maps = [x] * len(self.tasks), None
@@ -172,11 +193,12 @@ class CrossStitchNet(nn.Module):
             if str(i + 1) in self.stitches:
                 hs = self.stitches[str(i + 1)](hs)
         maps = hs if maps is None else maps
-        out = {}
+        out, features = {}, {}
         for t, m, v in zip(self.tasks, maps, hs):
             head = self.heads[t]
-            out[t] = head(v if head.reads == "vector" else m)
-        return out
+            features[f"{t}/{head.reads}"] = v if head.reads == "vector" else m
+            out[t] = head(features[f"{t}/{head.reads}"])
+        return out, features
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {
