@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
-from bench.registry import Registry, check_params
+from bench.registry import SEEDS, YAML_BOOL_HINT, Range, Registry, check_params, check_value
 
 
 class SuiteError(ValueError):
@@ -22,24 +22,27 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How one cell trains. Suite-wide, overridable per dataset and per strategy (`train:`)."""
+    """How one cell trains. Suite-wide, overridable per dataset and per strategy (`train:`).
 
-    epochs: int = 20
-    batch_size: int = 512
+    Every numeric field states its valid values (`Range`), checked when the suite loads."""
+
+    epochs: Annotated[int, Range(">= 1")] = 20
+    batch_size: Annotated[int, Range(">= 1")] = 512
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adam | adamw
-    lr: float = 0.05  # peak learning rate, reached after warmup
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: Annotated[float, Range("> 0")] = 0.05  # peak learning rate, reached after warmup
+    momentum: Annotated[float, Range("[0, 1)")] = 0.9
+    weight_decay: Annotated[float, Range(">= 0")] = 5e-4
     schedule: str = "onecycle"  # onecycle (linear warmup, linear decay to 0) | cosine | constant
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
-    loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight; missing = 1.0
-    crop_pad: int = 4  # random-crop padding in pixels; 0 disables the crop
+    warmup_epochs: Annotated[float, Range(">= 0")] = 1.0
+    label_smoothing: Annotated[float, Range("[0, 1)")] = 0.0
+    # task -> weight; missing = 1.0
+    loss_weights: Annotated[dict[str, float], Range(">= 0")] = field(default_factory=dict)
+    crop_pad: Annotated[int, Range(">= 0")] = 4  # random-crop padding in pixels; 0 disables the crop
     flip: bool = True  # random horizontal flip (datasets may make it label-aware)
     tta_flip: bool = False  # average outputs over the image and its mirror at evaluation (not for label-aware flips)
     cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW; else eager)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
-    eval_batch_size: int = 2048
+    eval_batch_size: Annotated[int, Range(">= 1")] = 2048
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -59,9 +62,11 @@ class PluginConfig:
 class DatasetConfig:
     name: str
     tasks: tuple[str, ...]
-    val_size: float = 0.1  # fraction of the train pool if < 1, else a number of images
-    subset: int | None = None  # stratified sample of the train pool (smoke runs)
-    test_subset: int | None = None  # stratified sample of the test set (smoke runs)
+    # a fraction of the train pool if < 1, else a whole number of images (checked against the pool
+    # before any training: bench/data.check_sizes)
+    val_size: Annotated[float, Range("> 0")] = 0.1
+    subset: Annotated[int | None, Range(">= 1")] = None  # stratified sample of the train pool (smoke runs)
+    test_subset: Annotated[int | None, Range(">= 1")] = None  # stratified sample of the test set (smoke runs)
     download: bool = False  # allow torchvision's download when no local copy is found
     options: dict[str, Any] = field(default_factory=dict)  # the dataset's own parameters
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
@@ -109,10 +114,14 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.exists():
         raise SuiteError(f"{path}: no such suite file")
+    if path.is_dir():
+        raise SuiteError(f"{path}: is a folder; give a suite file (a .yaml path) or a suite name from suites/")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SuiteError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SuiteError(f"{path}: cannot read the suite file: {err}") from None
     try:
         return _parse_suite(raw, path)
     except ValueError as err:
@@ -153,9 +162,9 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
                     f"{ds.name}'s tasks {list(ds.tasks)}"
                 )
     return Suite(
-        name=str(raw.get("name", path.stem)),
+        name=text(raw.get("name", path.stem), "name"),
         path=str(path),
-        description=str(raw.get("description", "")),
+        description=text(raw.get("description", ""), "description"),
         datasets=datasets,
         strategies=strategies,
         seeds=seeds,
@@ -171,6 +180,13 @@ def _tracking(raw: Any) -> TrackingConfig:
         if getattr(cfg, key) is not None and not getattr(cfg, key).strip():
             raise ValueError(f"tracking.{key}: empty; give a URI or folder, or leave the key out")
     return cfg
+
+
+def text(value: Any, where: str) -> str:
+    """A string setting; a YAML 1.1 boolean (an unquoted `no`) or a number is refused."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}" + (YAML_BOOL_HINT if isinstance(value, bool) else ""))
+    return value
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -199,14 +215,13 @@ def _train_config(raw: Any, where: str) -> TrainConfig:
 
 
 def check_train_values(cfg: TrainConfig, where: str) -> None:
-    """Checks on values (not just types) of a TrainConfig; also run on merged overrides."""
+    """Checks on the string choices of a TrainConfig (numbers are checked by their Range); also run
+    on merged overrides."""
     for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{where}.{key}: {getattr(cfg, key)!r} unknown; valid: {', '.join(valid)}")
     if cfg.select not in SELECTS:
         raise ValueError(f"{where}.select: {cfg.select!r} unknown; valid: {', '.join(SELECTS)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError(f"{where}: epochs and batch_size must be >= 1")
 
 
 def merge_train(base: TrainConfig, *overrides: dict[str, Any]) -> TrainConfig:
@@ -240,7 +255,7 @@ def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
             continue
         if name not in registry:
             raise ValueError(f"{where}: unknown dataset {name!r}; valid: {', '.join(registry.names())} "
-                             "(or give the entry a `union:` list of parts)")
+                             "(or give the entry a `union:` list of parts)" + (YAML_BOOL_HINT if isinstance(name, bool) else ""))
         cfg = _dataset(name, body, registry, where)
         _check_overrides(cfg.train, f"{where}.train")
         out.append(cfg)
@@ -254,10 +269,14 @@ def _dataset(name: str, body: dict, registry: Registry, where: str) -> DatasetCo
         raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(loader.tasks)}")
     for t in tasks:
         if t not in loader.tasks:
-            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(loader.tasks)}")
+            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(loader.tasks)}"
+                             + (YAML_BOOL_HINT if isinstance(t, bool) else ""))
     _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig) if f.name not in ("name", "tasks", "parts")],
                     where)
     cfg = _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks))
+    if cfg.val_size >= 1 and cfg.val_size != int(cfg.val_size):
+        raise ValueError(f"{where}.val_size: {cfg.val_size!r} is neither a fraction in (0, 1) nor a whole number "
+                         "of images")
     check_params(loader, cfg.options, f"{where}.options")
     return cfg
 
@@ -304,14 +323,17 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
         name = entry.pop("name", None)
         where = f"strategies[{i}]"
         if name not in registry:
-            raise ValueError(f"{where}.name: unknown strategy {name!r}; valid: {', '.join(registry.names())}")
-        sid = str(entry.pop("id", name))
+            raise ValueError(f"{where}.name: unknown strategy {name!r}; valid: {', '.join(registry.names())}"
+                             + (YAML_BOOL_HINT if isinstance(name, bool) else ""))
+        sid = text(entry.pop("id", name), f"{where}.id")
         if sid in seen:
             raise ValueError(f"{where}.id: {sid!r} is used twice; give each entry its own id")
         seen.add(sid)
         tasks = entry.pop("tasks", None)
         if tasks is not None and (not isinstance(tasks, list) or not tasks):
             raise ValueError(f"{where}.tasks: expected a non-empty list of task names")
+        for j, t in enumerate(tasks or ()):
+            text(t, f"{where}.tasks[{j}]")
         backbone = entry.pop("backbone", None)
         if backbone is not None:
             backbone = _plugin(backbone, f"{where}.backbone", backbones)
@@ -358,6 +380,7 @@ def _seeds(raw: Any) -> tuple[int, ...]:
         raw = [raw]
     if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
         raise ValueError(f"seeds: expected a non-empty list of integers, got {raw!r}")
+    check_value(raw, Annotated[list[int], SEEDS], "seeds")
     if len(set(raw)) != len(raw):
         raise ValueError(f"seeds: repeated seed in {raw}")
     return tuple(raw)

@@ -15,9 +15,11 @@ includes their keys, so it is recomputed whenever a member's config or code chan
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from bench import record as R
@@ -29,9 +31,10 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 # and computes the stored metrics and loss gallery. Not in: the runner's bookkeeping (attempts,
 # records, progress), config parsing (the resolved config is hashed itself), the grid, store,
 # record, registry, report and CLI. The modules of the task kinds, dataset loader, backbone and
-# strategy a cell uses are added per cell (found from the registries).
+# strategy a cell uses are added per cell (found from the registries), with the bench modules they
+# import inside their functions (where a plug-in module defers its torch side, e.g. dual_stream_net).
 CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py",
-                      "models/__init__.py")
+                      "models/__init__.py", "models/nets.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -88,7 +91,9 @@ class Cell:
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
                    *inspect.getmro(STRATEGIES.get(self.strategy.name))]
         own = {p for p in map(_package_path, plugins) if p}
-        return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own))
+        own |= {d for p in own for d in deferred_imports(p)}
+        core = CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ())
+        return core + tuple(sorted(own - set(core)))
 
     def code(self) -> dict[str, str]:
         """Hashes of `code_files()`, as stored in the cell's record."""
@@ -172,6 +177,34 @@ def _package_path(obj) -> str | None:
         return None
     path = Path(source).resolve()
     return path.relative_to(PACKAGE).as_posix() if path.is_relative_to(PACKAGE) else None
+
+
+@lru_cache(maxsize=None)
+def deferred_imports(rel: str) -> tuple[str, ...]:
+    """bench/-relative files of the bench modules that module `rel` imports inside its functions: the
+    torch side a plug-in module builds with, which its top level leaves out so suites validate fast."""
+    found = []
+    for fn in ast.walk(ast.parse((PACKAGE / rel).read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # a name may be a module
+            found += [p for p in map(_module_file, names) if p]
+    return tuple(sorted(set(found)))
+
+
+def _module_file(module: str) -> str | None:
+    """bench.models.nets -> "models/nets.py", bench.models -> "models/__init__.py"; None elsewhere."""
+    parts = module.split(".")
+    if parts[0] != "bench" or len(parts) < 2:
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path.relative_to(PACKAGE).as_posix()
+    return None
 
 
 def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:

@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import TYPE_CHECKING, Annotated, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
-from bench.data import Split, TaskSet
-from bench.kinds import TaskSpec
-from bench.models import Backbone, CrossStitchNet, MultiHeadNet, check_heads
-from bench.registry import Registry
-from bench.trainer import FitResult, Trainer
+from bench.models import check_heads
+from bench.registry import SEEDS, Range, Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from bench.data import Split, TaskSet
+    from bench.kinds import TaskSpec
+    from bench.models.nets import Backbone
+    from bench.trainer import FitResult, Trainer
 
 STRATEGIES = Registry("strategy")
-MakeBackbone = Callable[[], Backbone]
+MakeBackbone = Callable[[], "Backbone"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class HardShare(WithHeads):
     """One shared backbone and trunk, one head per task."""
 
     def build(self, specs, make_backbone):
+        from bench.models.nets import MultiHeadNet
+
         return MultiHeadNet(make_backbone(), specs, self.heads)
 
 
@@ -105,10 +111,12 @@ class CrossStitch(WithHeads):
 
     # 1-based backbone stages; None: after stages 1 and 2 where they are not the trunk (last) stage,
     # so [1, 2] on alexnet_cifar (as seed 001) and [1] on the two-stage dual_stream / spatial_only.
-    stitch_after: list[int] | None = None
-    self_weight: float = 0.9  # initial diagonal; the rest (1 - self_weight) is spread over the others
+    stitch_after: Annotated[list[int] | None, Range(">= 1")] = None
+    self_weight: Annotated[float, Range("[0, 1]")] = 0.9  # initial diagonal; the rest (1 - self_weight) is spread
 
     def build(self, specs, make_backbone):
+        from bench.models.nets import CrossStitchNet
+
         stitch_after = None if self.stitch_after is None else list(self.stitch_after)
         return CrossStitchNet(make_backbone, specs, stitch_after=stitch_after,
                               self_weight=self.self_weight, heads=self.heads)
@@ -123,7 +131,7 @@ class Ensemble(Strategy):
     """
 
     of: str = ""  # the strategy id whose cells are averaged; required
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # need not be among the suite's seeds
+    seeds: Annotated[list[int], SEEDS] = field(default_factory=lambda: [0, 1, 2])  # need not be among the suite's
 
     def members(self) -> Members:
         return Members(self.of, tuple(self.seeds))
@@ -143,32 +151,22 @@ class SequentialLwF(HardShare):
     """
 
     order: list[str] = field(default_factory=list)  # stage order; empty: the cell's task order
-    temperature: float | dict[str, float] = 2.0  # for all tasks, or task -> T (missing: 2.0); LwF's T
-    distill_weight: float | dict[str, float] = 1.0  # for all tasks, or task -> weight (missing: 1.0)
-    replay: int = 0  # train inputs stored per earlier task to distil on; 0: distil on the stage's batches
+    # for all tasks, or task -> T (missing: 2.0); LwF's T
+    temperature: Annotated[float | dict[str, float], Range("> 0")] = 2.0
+    # for all tasks, or task -> weight (missing: 1.0)
+    distill_weight: Annotated[float | dict[str, float], Range(">= 0")] = 1.0
+    # train inputs stored per earlier task to distil on; 0: distil on the stage's batches
+    replay: Annotated[int, Range(">= 0")] = 0
     # lr factors per parameter group within a stage; all 1.0 as in LwF, which tunes everything jointly
-    lr_backbone: float = 1.0
-    lr_shared: float = 1.0
-    lr_current_head: float = 1.0
-    lr_old_heads: float = 1.0
+    # (0 leaves a group out of the stage's optimizer; the current head must learn)
+    lr_backbone: Annotated[float, Range(">= 0")] = 1.0
+    lr_shared: Annotated[float, Range(">= 0")] = 1.0
+    lr_current_head: Annotated[float, Range("> 0")] = 1.0
+    lr_old_heads: Annotated[float, Range(">= 0")] = 1.0
     disjoint: bool = False  # stages train on disjoint slices of the train split, not the same images
-    stage_epochs: int | None = None  # epochs per stage; None: the cell's train.epochs
-    forgetting_threshold: float = 5.0  # % drop of a task's primary metric that still passes (report)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name, strict in (("temperature", True), ("distill_weight", False)):
-            value = getattr(self, name)
-            for v in value.values() if isinstance(value, dict) else [value]:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (strict and v == 0):
-                    raise ValueError(f"{name}: expected a number {'>' if strict else '>='} 0, got {v!r}")
-        ok = {"replay": self.replay >= 0, "stage_epochs": self.stage_epochs is None or self.stage_epochs >= 1,
-              "lr_backbone": self.lr_backbone >= 0, "lr_shared": self.lr_shared >= 0,
-              "lr_old_heads": self.lr_old_heads >= 0, "lr_current_head": self.lr_current_head > 0}
-        bad = next((n for n, good in ok.items() if not good), None)
-        if bad:
-            raise ValueError(f"{bad}: {getattr(self, bad)!r} out of range (replay and lr factors >= 0, "
-                             "lr_current_head > 0, stage_epochs >= 1)")
+    stage_epochs: Annotated[int | None, Range(">= 1")] = None  # epochs per stage; None: the cell's train.epochs
+    # % drop of a task's primary metric that still passes (report)
+    forgetting_threshold: Annotated[float, Range(">= 0")] = 5.0
 
     def cell_tasks(self, tasks):
         super().cell_tasks(tasks)
@@ -183,6 +181,8 @@ class SequentialLwF(HardShare):
         return [order]
 
     def fit(self, model, data, specs, trainer):
+        from bench.trainer import FitResult
+
         order = list(self.order) or list(specs)
         trains = [data.train.part(t) for t in order]  # the items labelled for each stage's task
         if self.disjoint:
@@ -221,6 +221,8 @@ class SequentialLwF(HardShare):
     def distiller(self, model: nn.Module, earlier: list[str], specs: dict[str, TaskSpec], buffers: dict,
                   trainer: Trainer, data: TaskSet) -> "Distiller | None":
         """The stage's extra loss, or None (no teacher at all) when no earlier task is distilled."""
+        import torch
+
         weights = {t: self.per_task("distill_weight", t) for t in earlier}
         weights = {t: w for t, w in weights.items() if w > 0}
         if not weights:
@@ -261,6 +263,8 @@ class Distiller:
     def __init__(self, model: nn.Module, specs: dict[str, TaskSpec], weights: dict[str, float],
                  temperatures: dict[str, float], *, replay: torch.Tensor | None,
                  norm: Callable[[torch.Tensor], torch.Tensor], batch_size: int, seed: int):
+        import torch
+
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         self.specs, self.weights, self.temperatures = specs, weights, temperatures
         self.replay, self.norm = replay, norm  # replay: (N, C, H, W) uint8 or None
@@ -269,6 +273,8 @@ class Distiller:
         self.gen = torch.Generator(device=device).manual_seed(seed)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
         if self.replay is not None:
             idx = torch.randint(len(self.replay), (self.batch_size,), device=self.replay.device, generator=self.gen)
             x = self.norm(self.replay[idx])
@@ -281,11 +287,15 @@ class Distiller:
 
 def disjoint_indices(n: int, k: int) -> list[torch.Tensor]:
     """k disjoint sorted index sets covering range(n), sizes within one; the same for every seed."""
+    import torch
+
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     return [idx.sort().values for idx in perm.tensor_split(k)]
 
 
 def replay_buffer(split: Split, n: int, seed: int) -> torch.Tensor:
     """n inputs (all if fewer) drawn without replacement from `split`: (n, C, H, W) uint8."""
+    import torch
+
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
     return split.x[idx.to(split.x.device)]

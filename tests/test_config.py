@@ -3,16 +3,18 @@ with a message that names the file, the key path and what would have been valid.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import typing
 
 import pytest
 
 from bench import cli
-from bench.config import SuiteError, TrainConfig, load_suite
+from bench.config import DatasetConfig, SuiteError, TrainConfig, load_suite
 from bench.data import DATASETS
 from bench.grid import expand
+from bench.models import BACKBONES
+from bench.registry import Range, YAML_BOOL_HINT, param_hints, unannotated
 from bench.strategies import STRATEGIES
 from conftest import REPO, SUITES
 
@@ -79,6 +81,33 @@ BAD_SUITES = {
                                       ["strategies.hard_share.tasks: ['colour']", "quadrant", "brightness"]),
     "duplicate strategy id": ("strategies", ["stl", {"name": "hard_share", "id": "stl"}],
                               ["strategies[1].id: 'stl' is used twice"]),
+    # Values out of their declared range (issue 12, item 2): the key path and the valid range.
+    "zero learning rate": ("train.lr", 0, ["train.lr: 0 is out of range; valid: > 0"]),
+    "negative learning rate": ("train.lr", -0.1, ["train.lr: -0.1 is out of range; valid: > 0"]),
+    "not-a-number learning rate": ("train.lr", float("nan"), ["train.lr: nan is out of range; valid: > 0"]),
+    "label smoothing above 1": ("train.label_smoothing", 1.5,
+                                ["train.label_smoothing: 1.5 is out of range; valid: [0, 1)"]),
+    "momentum of 1": ("train.momentum", 1.0, ["train.momentum: 1.0 is out of range; valid: [0, 1)"]),
+    "zero epochs": ("train.epochs", 0, ["train.epochs: 0 is out of range; valid: >= 1"]),
+    "negative loss weight": ("train.loss_weights", {"top": -1.0},
+                             ["train.loss_weights.top: -1.0 is out of range; valid: >= 0"]),
+    "range in a strategy override": ("strategies", [{"name": "hard_share", "train": {"batch_size": 0}}],
+                                     ["strategies[0].train.batch_size: 0 is out of range; valid: >= 1"]),
+    "zero val_size": ("datasets.synthetic.val_size", 0, ["datasets.synthetic.val_size: 0 is out of range; valid: > 0"]),
+    "fractional image count": ("datasets.synthetic.val_size", 2.5,
+                               ["datasets.synthetic.val_size: 2.5 is neither a fraction in (0, 1) nor a whole number"]),
+    "zero subset": ("datasets.synthetic.subset", 0, ["datasets.synthetic.subset: 0 is out of range; valid: >= 1"]),
+    "dataset option out of range": ("datasets.synthetic.options.image_size", 2,
+                                    ["datasets.synthetic.options.image_size: 2 is out of range; valid: >= 4"]),
+    "backbone param out of range": ("backbone.dropout", 1.0, ["backbone.dropout: 1.0 is out of range; valid: [0, 1)"]),
+    "list item out of range": ("backbone", {"name": "convnet", "widths": [8, 0]},
+                               ["backbone.widths[1]: 0 is out of range; valid: >= 1"]),
+    "strategy param out of range": ("strategies", [{"name": "cross_stitch", "self_weight": 1.5}],
+                                    ["strategies[0].self_weight: 1.5 is out of range; valid: [0, 1]"]),
+    "negative seed": ("seeds", [0, -1], ["seeds[1]: -1 is out of range; valid: [0, 4294967295]"]),
+    "ensemble seed out of range": ("strategies", ["hard_share", {"name": "ensemble", "of": "hard_share",
+                                                                 "seeds": [0, 2**32]}],
+                                   ["strategies[1].seeds[1]: 4294967296 is out of range"]),
 }
 
 
@@ -123,16 +152,14 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())  # rich wraps long lines
 
 
-def test_cli_validate_bad_suite_exits_2(tiny_suite, write_suite):
+def test_cli_validate_bad_suite_exits_2(tiny_suite, write_suite, capsys):
     suite_file = write_suite(_edit(tiny_suite(), "train.loss_weights", {"top": "heavy"}))
-    env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "bench", "validate", str(suite_file)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    err = _normalise(proc.stderr)
+    assert cli.main(["validate", str(suite_file)]) == 2
+    out = capsys.readouterr()
+    err = _normalise(out.err)
     # The whole message, brackets included (rich must not read "[str, float]" as markup).
     assert f"invalid suite: {suite_file}: train.loss_weights: expected dict[str, float], got {{'top': 'heavy'}}" in err
-    assert proc.stdout == ""  # no cell names for a broken suite
+    assert out.out == ""  # no cell names for a broken suite
 
 
 def test_cli_validate_good_suite_lists_cells(capsys):
@@ -150,3 +177,89 @@ def test_heads_for_unknown_task_refused_by_grid(tiny_suite, write_suite, strateg
     suite = load_suite(write_suite(raw))  # head task names are checked against the dataset by the grid
     with pytest.raises(SuiteError, match=r"heads\.colour: not a task of this cell; valid: quadrant"):
         expand(suite)
+
+
+# ---- issue 12: inputs from outside reports ---------------------------------------------------------
+@pytest.mark.parametrize("text, where, value", [
+    ("strategies: [{name: hard_share, id: no}]", "strategies[0].id: expected a string", "False"),
+    ("strategies: [{name: hard_share, id: on}]", "strategies[0].id: expected a string", "True"),
+    ("description: yes", "description: expected a string", "True"),
+    ("train: {optimizer: off}", "train.optimizer: expected str", "False"),
+    ("strategies: [{name: hard_share, tasks: [quadrant, no]}]", "strategies[0].tasks[1]: expected a string", "False"),
+    ("tracking: {tensorboard: no}", "tracking.tensorboard: expected str | None", "False"),
+])
+def test_a_yaml_boolean_for_a_string_is_refused_with_a_hint_to_quote(tiny_suite, write_suite, text, where, value):
+    """Item 3: YAML 1.1 reads an unquoted `no` as false; a string field must not turn it into 'False'."""
+    raw = tiny_suite()
+    raw.pop(text.split(":")[0], None)
+    path = write_suite(raw)
+    path.write_text(path.read_text() + text + "\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert str(err.value) == f"{path}: {where}, got {value}{YAML_BOOL_HINT}"
+
+
+def test_a_quoted_no_is_a_cell_name_not_false(tiny_suite, write_suite):
+    raw = tiny_suite()
+    path = write_suite(raw)
+    path.write_text(path.read_text().replace("- hard_share", "- {name: hard_share, id: 'no'}"))
+    (cell,) = expand(load_suite(path))
+    assert cell.name == "synthetic__no__seed0"
+
+
+def test_a_folder_as_the_suite_path_exits_2_with_a_message(tmp_path, capsys):
+    """Item 4: not an IsADirectoryError traceback."""
+    assert cli.main(["validate", str(tmp_path)]) == 2
+    assert cli.main(["run", str(tmp_path), "--results", str(tmp_path / "r")]) == 2
+    err = _normalise(capsys.readouterr().err)
+    assert f"invalid suite: {tmp_path}: is a folder; give a suite file (a .yaml path) or a suite name" in err
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def _numeric(hint) -> bool:
+    """Does a type hint take numbers (int or float, also inside lists, mappings and unions)?"""
+    base = unannotated(hint)[0]
+    return base in (int, float) or any(_numeric(a) for a in typing.get_args(base))
+
+
+def _settings() -> list[tuple[str, object]]:
+    plugins = [(f"{r.kind} {n}", r.get(n)) for r in (DATASETS, BACKBONES, STRATEGIES) for n in r.names()]
+    return [("train", TrainConfig), ("datasets.<name>", DatasetConfig)] + plugins
+
+
+@pytest.mark.parametrize("where, declared", _settings(), ids=[w for w, _ in _settings()])
+def test_every_numeric_setting_declares_its_range(where, declared):
+    """Item 2: a setting that takes a number says which numbers (`Annotated[..., Range(...)]`), so a
+    new setting without one fails here; the loader checks every value against it."""
+    missing = [n for n, h in param_hints(declared).items() if _numeric(h) and not unannotated(h)[1]]
+    assert not missing, f"{where}: numeric settings without a Range: {missing}"
+
+
+@pytest.mark.parametrize("text, inside, outside", [
+    ("[0, 1)", [0, 0.5, 0.999], [1, -0.1, float("nan"), float("inf"), True]),
+    ("(0, 1]", [1, 1e-9], [0, 1.5]),
+    ("> 0", [1e-12, 10**9], [0, -1, float("inf")]),
+    (">= 1", [1, 2], [0, 0.999]),
+    ("<= 5", [5, -3], [5.01]),
+])
+def test_range_membership(text, inside, outside):
+    r = Range(text)
+    assert all(x in r for x in inside) and not any(x in r for x in outside) and str(r) == text
+
+
+def test_a_malformed_range_is_refused_where_it_is_declared():
+    with pytest.raises(ValueError, match=r"Range\('0\.\.1'\): expected"):
+        Range("0..1")
+
+
+def test_validate_imports_no_torch():
+    """`bench validate` of every shipped suite without importing torch: plug-in modules import it where
+    they build (bench/registry.py). The one test here that needs a fresh interpreter."""
+    code = ("import sys, glob, contextlib, io; from bench import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    codes = [cli.main(['validate', p]) for p in sorted(glob.glob('suites/*.yaml'))]\n"
+            "print(codes, sorted(m for m in ('torch', 'torchvision', 'scipy', 'pandas', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    codes, imported = out.stdout.strip().split("] ")
+    assert set(codes.strip("[").split(", ")) == {"0"} and imported == "[]"

@@ -12,7 +12,7 @@ import torch
 
 from bench.cli import main as cli_main
 from bench.models import BACKBONES, BackboneContext, count_params
-from bench.models.dual_stream import fft_log_magnitude
+from bench.models.dual_stream_net import fft_log_magnitude
 from bench.strategies import CrossStitch, HardShare
 from bench.kinds import make_spec
 

@@ -112,7 +112,7 @@ def test_bad_values_name_the_suite_entry(tiny_suite, write_suite):
     with pytest.raises(SuiteError, match=r"strategies\.lwf \(dataset synthetic\): order"):
         expand(load_suite(write_suite(bad_order)))
     bad_temperature = tiny_suite(strategies=[{"name": "sequential_lwf", "temperature": {"top": 0}}])
-    with pytest.raises(SuiteError, match=r"strategies\[0\]\.temperature: expected a number > 0"):
+    with pytest.raises(SuiteError, match=r"strategies\[0\]\.temperature\.top: 0 is out of range; valid: > 0"):
         load_suite(write_suite(bad_temperature))
 
 

@@ -16,13 +16,14 @@ import os
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from bench.registry import Registry
 from bench.store import atomic_torch_save
 from bench.kinds import TaskSpec
+
+if TYPE_CHECKING:
+    import torch
 
 DATASETS = Registry("dataset")
 
@@ -30,7 +31,7 @@ DATASETS = Registry("dataset")
 # (y, flipped) -> y, where y maps task -> targets of a batch and flipped (B,) bool says which images
 # were mirrored. The pixels, and the geometry of masks and boxes, are flipped by the trainer and the
 # task kinds; tasks missing from y are left alone.
-FlipLabels = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
+FlipLabels = Callable[[dict[str, "torch.Tensor"], "torch.Tensor"], dict[str, "torch.Tensor"]]
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Split:
         """Tasks grouped by the items labelled for them, each group with those items, in task order:
         a dataset labelled for every task gives one group over the whole split; a union of
         datasets one group per part."""
+        import torch
+
         groups: list[tuple[list[str], torch.Tensor | None]] = []
         for t in tasks:
             mask = self.labelled.get(t)
@@ -104,6 +107,8 @@ class TaskSet:
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, C, H, W) -> float32, standardised per channel with the train statistics."""
+        import torch
+
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1) * 255
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) * 255
         return (x.float() - mean) / std
@@ -152,6 +157,8 @@ def cache_dir(root: Path) -> Path:
 def cached(root: Path, prefix: str, key: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """`make()` once per distinct `key` (a text naming the source or the generator's parameters);
     later calls load the tensors saved under cache_dir(root)."""
+    import torch
+
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_dir(root) / f"{prefix}-{digest}.pt"
     if path.exists():
@@ -193,6 +200,8 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
 
 def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
     """One registered dataset's tasks, split, with its targets checked (statistics left at 0 / 1)."""
+    import torch
+
     loader = DATASETS.get(cfg.name)
     pool = loader(root, cfg.download, **cfg.options)
     specs = {t: pool.specs[t] for t in cfg.tasks}
@@ -223,6 +232,8 @@ def _check_same_images(parts: list[TaskSet], name: str) -> None:
 
 def union(splits: list[Split], specs: dict[str, TaskSpec]) -> Split:
     """Items of every split, in order; each task labelled only on the items of the split it came from."""
+    import torch
+
     sizes = [len(s) for s in splits]
     y, labelled = {}, {}
     for t, spec in specs.items():
@@ -254,6 +265,8 @@ def _subset(pool: Pool, split: Split, n: int | None, gen: torch.Generator) -> Sp
 
 def carve(split: Split, labels: torch.Tensor, n: int, gen: torch.Generator) -> tuple[Split, Split]:
     """(the rest, a stratified sample of n items) of `split`, both in their original order."""
+    import torch
+
     picked = stratified_sample(labels, n, gen)
     keep = torch.ones(len(split), dtype=torch.bool)
     keep[picked] = False
@@ -262,6 +275,8 @@ def carve(split: Split, labels: torch.Tensor, n: int, gen: torch.Generator) -> t
 
 def stratified_sample(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """Sorted indices of n items drawn so every label keeps its share (largest-remainder rounding)."""
+    import torch
+
     classes, counts = labels.unique(return_counts=True)
     share = counts.double() * n / len(labels)
     take = share.floor().long()
@@ -275,6 +290,8 @@ def stratified_sample(labels: torch.Tensor, n: int, gen: torch.Generator) -> tor
 
 
 def _stratify_labels(pool: Pool, split: Split) -> torch.Tensor:
+    import torch
+
     if pool.stratify:
         return split.y[pool.stratify]
     for t, spec in pool.specs.items():

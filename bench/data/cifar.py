@@ -16,12 +16,15 @@ import tarfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from bench.data import Pool, Split, cached, dataset
 from bench.kinds.classification import Binary, Multiclass
+
+if TYPE_CHECKING:
+    import torch
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 VEHICLES = (0, 1, 8, 9)
@@ -55,6 +58,8 @@ def cifar10(root: Path, download: bool) -> Pool:
 
 
 def _split(x: torch.Tensor, labels: torch.Tensor) -> Split:
+    import torch
+
     animal = torch.ones_like(labels)
     animal[torch.isin(labels, torch.tensor(VEHICLES))] = 0
     return Split(x, {"class10": labels, "animal": animal})
@@ -88,6 +93,8 @@ def decode(source: Path) -> dict[str, torch.Tensor]:
 
 
 def _from_batches(read) -> dict[str, torch.Tensor]:
+    import torch
+
     def load(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         batches = [pickle.loads(read(f), encoding="latin1") for f in files]
         x = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
@@ -119,12 +126,16 @@ def _image_files(source: Path) -> dict[tuple[str, int, str], torch.Tensor]:
 
 
 def _add(files: dict, parts: tuple[str, ...], read) -> None:
+    import torch
+
     parts = parts[-3:]  # tolerate one wrapping folder
     if len(parts) == 3 and parts[0] in ("train", "test") and parts[1] in CLASSES:
         files[(parts[0], CLASSES.index(parts[1]), parts[2])] = torch.frombuffer(read(), dtype=torch.uint8)
 
 
 def _from_image_files(files: dict[tuple[str, int, str], torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
     from torchvision.io import ImageReadMode, decode_image
 
     def decode_chunk(chunk: list[torch.Tensor]) -> list[torch.Tensor]:  # libjpeg-turbo; releases the GIL

@@ -26,13 +26,17 @@ glyph is mirror-symmetric; a horizontal flip maps orientation theta to 180 deg -
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import torch
 
 from bench.data import Pool, Split, cached, dataset, source_digest
 from bench.kinds.classification import Multiclass
 from bench.kinds.regression import Regression
+from bench.registry import SEEDS, Range
+
+if TYPE_CHECKING:
+    import torch
 
 SIZE = 32
 GLYPHS = ("disk", "ring", "square", "frame", "diamond", "plus", "cross", "triangle", "bar", "tee")
@@ -46,8 +50,9 @@ NOISE = 0.2  # default std of the white noise, in [0, 1] intensity units (at 0.0
 
 
 @dataset("freq3", tasks={"a": "multiclass", "b": "multiclass", "c": "regression"})
-def freq3(root: Path, download: bool, *, n: int = 3_000, n_test: int = 1_000, seed: int = 0,
-          noise: float = NOISE) -> Pool:
+def freq3(root: Path, download: bool, *, n: Annotated[int, Range(">= 2")] = 3_000,
+          n_test: Annotated[int, Range(">= 1")] = 1_000, seed: Annotated[int, SEEDS] = 0,
+          noise: Annotated[float, Range(">= 0")] = NOISE) -> Pool:
     """`noise`: std of the white noise in [0, 1] intensity units; higher makes `b` and `c` harder."""
     key = f"freq3:n={n}:n_test={n_test}:seed={seed}:noise={noise}:{source_digest(__file__)}"
     arrays = cached(root, "freq3", key, lambda: {
@@ -67,6 +72,8 @@ def freq3(root: Path, download: bool, *, n: int = 3_000, n_test: int = 1_000, se
 
 def generate(n: int, seed: int, stream: int, noise: float = NOISE) -> dict[str, torch.Tensor]:
     """n images with labels; `stream` separates train (0) from test (1) for the same seed."""
+    import torch
+
     scene = sample_scenes(n, np.random.default_rng([seed, stream]), noise)
     b = scene["orientation"] * len(FREQUENCIES) + scene["frequency"]
     return {"x": torch.from_numpy(render(scene)), "a": torch.from_numpy(scene["glyph"]),
@@ -140,6 +147,8 @@ def mirror_b(b: torch.Tensor) -> torch.Tensor:
 def flip_labels(y: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Labels of the images mirrored where `mask` (B,) is set: glyphs are symmetric, so only the
     orientation in `b` changes."""
+    import torch
+
     y = dict(y)
     if "b" in y:
         y["b"] = torch.where(mask, mirror_b(y["b"]), y["b"])

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import torch
 
 from bench.data import Pool, Split, cached, carve, dataset
 from bench.kinds.classification import Binary, Multiclass
+from bench.registry import Range
+
+if TYPE_CHECKING:
+    import torch
 
 FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -28,7 +32,9 @@ SPLIT_SEED = 0  # the fixed split of the test set when it is the whole pool
 
 
 @dataset("mnist", tasks={"digit": "multiclass", "parity": "binary"})
-def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
+def mnist(root: Path, download: bool, *, test_fraction: Annotated[float, Range("(0, 1)")] = 0.2) -> Pool:
+    import torch
+
     if not 0 < test_fraction < 1:
         raise ValueError(f"datasets.mnist.options.test_fraction: {test_fraction} must lie strictly between 0 and 1")
     paths = find_files(root)

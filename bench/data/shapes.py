@@ -21,13 +21,17 @@ from __future__ import annotations
 import itertools
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import torch
 
 from bench.data import Pool, Split, cached, dataset, source_digest
 from bench.kinds.classification import Multiclass
 from bench.kinds.regression import Regression
+from bench.registry import SEEDS, Range
+
+if TYPE_CHECKING:
+    import torch
 
 TYPES = ("square", "circle", "triangle_up", "triangle_right", "triangle_down", "triangle_left")
 MIRROR = (0, 1, 2, 5, 4, 3)  # type index after a horizontal flip
@@ -40,7 +44,8 @@ SIZES = (4, 5, 6)  # shape side in px; at most CELL - 1, leaving a 1 px gap to t
 
 
 @dataset("shapes", tasks={"pair": "multiclass", "counts": "regression"})
-def shapes(root: Path, download: bool, *, n: int = 10_000, n_test: int = 2_000, seed: int = 0) -> Pool:
+def shapes(root: Path, download: bool, *, n: Annotated[int, Range(">= 2")] = 10_000,
+           n_test: Annotated[int, Range(">= 1")] = 2_000, seed: Annotated[int, SEEDS] = 0) -> Pool:
     key = f"shapes:n={n}:n_test={n_test}:seed={seed}:{source_digest(__file__)}"
     arrays = cached(root, "shapes", key, lambda: {
         **{f"train_{k}": v for k, v in generate(n, seed, 0).items()},
@@ -63,6 +68,8 @@ def class_name(label: int) -> str:
 
 def generate(n: int, seed: int, stream: int) -> dict[str, torch.Tensor]:
     """n images with labels; `stream` separates train (0) from test (1) for the same seed."""
+    import torch
+
     rng = np.random.default_rng([seed, stream])
     pair = rng.integers(0, len(PAIRS), n)
     first = rng.integers(1, MAX_FIRST + 1, n)  # how many of the first type
@@ -125,6 +132,8 @@ def counts_to_pair(counts: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _mirrored_pairs() -> torch.Tensor:
     """(135,) the pair label of each class's mirror image."""
+    import torch
+
     labels = np.arange(CLASSES)
     return torch.from_numpy(counts_to_pair(pair_to_counts(labels)[:, list(MIRROR)]))
 
@@ -132,6 +141,8 @@ def _mirrored_pairs() -> torch.Tensor:
 def flip_labels(y: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Labels of the images mirrored where `mask` (B,) is set: left and right triangles swap, in
     whichever of the labels are present."""
+    import torch
+
     y = dict(y)
     if "counts" in y:
         y["counts"] = torch.where(mask[:, None], y["counts"][:, list(MIRROR)], y["counts"])

@@ -8,17 +8,23 @@ the square's intensity in [0, 1]).
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Annotated
 
 from bench.data import Pool, Split, dataset
 from bench.kinds.classification import Binary, Multiclass
 from bench.kinds.regression import Regression
+from bench.registry import SEEDS, Range
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataset("synthetic", tasks={"quadrant": "multiclass", "top": "binary", "brightness": "regression"})
-def synthetic(root: Path, download: bool, *, n_train: int = 512, n_test: int = 256,
-              image_size: int = 16, channels: int = 3, seed: int = 0) -> Pool:
+def synthetic(root: Path, download: bool, *, n_train: Annotated[int, Range(">= 2")] = 512,
+              n_test: Annotated[int, Range(">= 1")] = 256, image_size: Annotated[int, Range(">= 4")] = 16,
+              channels: Annotated[int, Range(">= 1")] = 3, seed: Annotated[int, SEEDS] = 0) -> Pool:
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     specs = {
         "quadrant": Multiclass(name="quadrant", classes=4,
@@ -31,6 +37,8 @@ def synthetic(root: Path, download: bool, *, n_train: int = 512, n_test: int = 2
 
 
 def _make(n: int, size: int, channels: int, gen: torch.Generator) -> Split:
+    import torch
+
     quadrant = torch.randint(0, 4, (n,), generator=gen)
     level = torch.rand(n, generator=gen)
     x = torch.rand(n, channels, size, size, generator=gen) * 0.3

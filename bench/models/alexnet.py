@@ -11,17 +11,30 @@ dense heads the stride-8 map.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Annotated
 
-from bench.models import BACKBONES, Backbone, BackboneContext
+from bench.models import BACKBONES, BackboneContext
+from bench.registry import Range
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bench.models.nets import Backbone
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
+    from torch import nn
+
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
 
 
 @BACKBONES.register("alexnet_cifar")
-def alexnet_cifar(ctx: BackboneContext, *, dropout: float = 0.5, width: int = 1024) -> Backbone:
+def alexnet_cifar(ctx: BackboneContext, *, dropout: Annotated[float, Range("[0, 1)")] = 0.5,
+                  width: Annotated[int, Range(">= 1")] = 1024) -> Backbone:
+    from torch import nn
+
+    from bench.models.nets import Backbone
+
     flat = 256 * (ctx.image_size // 8) ** 2  # three 2x2 pools
     stages = [
         nn.Sequential(*_conv(ctx.in_channels, 64), nn.MaxPool2d(2)),

@@ -12,18 +12,29 @@ features, dense heads the last block's map.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Annotated
 
-from bench.models import BACKBONES, Backbone, BackboneContext
+from bench.models import BACKBONES, BackboneContext
+from bench.registry import Range
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bench.models.nets import Backbone
 
 POOLS = ("max", "avg", "none")
 
 
 @BACKBONES.register("convnet")
-def convnet(ctx: BackboneContext, *, widths: list[int] | tuple[int, ...] = (32, 64, 128), blocks: int | None = None,
-            convs: int = 1, batch_norm: bool = True, pool: str | list[str] = "max", global_pool: str = "none",
-            dropout: float = 0.0, hidden: int = 256) -> Backbone:
+def convnet(ctx: BackboneContext, *, widths: Annotated[list[int] | tuple[int, ...], Range(">= 1")] = (32, 64, 128),
+            blocks: Annotated[int | None, Range(">= 1")] = None, convs: Annotated[int, Range(">= 1")] = 1,
+            batch_norm: bool = True, pool: str | list[str] = "max", global_pool: str = "none",
+            dropout: Annotated[float, Range("[0, 1)")] = 0.0, hidden: Annotated[int, Range(">= 0")] = 256) -> Backbone:
     """`blocks` (default: len(widths)) repeats a single width; `pool` is one value or one per block."""
+    from torch import nn
+
+    from bench.models.nets import Backbone
+
     widths = _per_block(list(widths), blocks, "widths")
     pools = _per_block([pool] if isinstance(pool, str) else list(pool), len(widths), "pool")
     for where, value in [("pool", p) for p in pools] + [("global_pool", global_pool)]:
@@ -52,6 +63,8 @@ def convnet(ctx: BackboneContext, *, widths: list[int] | tuple[int, ...] = (32, 
 
 
 def _trunk(channels: int, size: int, global_pool: str, dropout: float, hidden: int) -> nn.Sequential:
+    from torch import nn
+
     layers: list[nn.Module] = []
     if global_pool != "none":
         layers.append(nn.AdaptiveMaxPool2d(1) if global_pool == "max" else nn.AdaptiveAvgPool2d(1))

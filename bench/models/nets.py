@@ -1,0 +1,172 @@
+"""The torch side of bench.models: a backbone's stages and trunk, and the multi-task models built on
+backbones (hard parameter sharing, cross-stitch). See bench/models/__init__.py for the seams."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bench.kinds import FeatureInfo, TaskSpec
+from bench.models import check_heads
+
+
+class Backbone(nn.Module):
+    """Feature stages (each a module on the previous one's output) and an optional trunk.
+
+    `channels` and `stride` describe the last stage's map for an `image_size` input; `vector_dim`
+    the trunk's output width.
+    """
+
+    def __init__(self, stages: list[nn.Module], *, image_size: int, channels: int, stride: int,
+                 trunk: nn.Module | None = None, vector_dim: int | None = None):
+        super().__init__()
+        if (trunk is None) != (vector_dim is None):
+            raise ValueError("a backbone's trunk and its vector_dim come together")
+        self.stages = nn.ModuleList(stages)
+        self.trunk = trunk
+        self.image_size, self.channels, self.stride, self.vector_dim = image_size, channels, stride, vector_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x  # (B, channels, H / stride, W / stride)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, first to last (for necks that fuse strides, or per-stage attention)."""
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def features(self) -> FeatureInfo:
+        return FeatureInfo(channels=self.channels, stride=self.stride, vector_dim=self.vector_dim,
+                           image_size=self.image_size)
+
+    def units(self) -> list[nn.Module]:
+        """Stages then the trunk: the positions a cross-stitch unit can follow (1-based)."""
+        return [*self.stages, *([self.trunk] if self.trunk is not None else [])]
+
+
+def make_heads(features: FeatureInfo, specs: dict[str, TaskSpec], heads: dict[str, dict]) -> nn.ModuleDict:
+    """One head per task, built by its kind on `features`, with the suite's per-task head settings."""
+    check_heads(heads)
+    return nn.ModuleDict({t: s.head(features, **heads.get(t, {})) for t, s in specs.items()})
+
+
+Features = dict[str, torch.Tensor]  # name -> a shared representation the heads read (see forward_features)
+
+
+def apply_heads(heads: nn.ModuleDict, trunk: nn.Module | None, fmap: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
+    """Each head on what it reads: the feature map, or the trunk's vector (computed once).
+
+    Returns the outputs and the features the heads read: "map" (B, C, h, w) and / or "vector" (B, D)."""
+    vector = trunk(fmap) if trunk is not None and any(h.reads == "vector" for h in heads.values()) else None
+    out = {t: h(vector if h.reads == "vector" else fmap) for t, h in heads.items()}
+    features = {"vector": vector} if vector is not None else {}
+    if any(h.reads == "map" for h in heads.values()):
+        features["map"] = fmap
+    return out, features
+
+
+class MultiHeadNet(nn.Module):
+    """One backbone shared by every task, one head per task (hard parameter sharing; STL with one task)."""
+
+    def __init__(self, backbone: Backbone, specs: dict[str, TaskSpec], heads: dict[str, dict] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = make_heads(backbone.features(), specs, heads or {})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
+        """The outputs, and the shared representation the heads read (for methods that work on it:
+        MGDA-UB's gradients, feature distillation)."""
+        return apply_heads(self.heads, self.backbone.trunk, self.backbone(x))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {
+            "backbone": list(self.backbone.stages.parameters()),
+            "shared": list(self.backbone.trunk.parameters()) if self.backbone.trunk is not None else [],
+        }
+        groups.update({f"head/{t}": list(h.parameters()) for t, h in self.heads.items()})
+        return groups
+
+
+class CrossStitchUnit(nn.Module):
+    """Learned T x T mixing of the task columns' feature maps (Misra et al. 2016), one scalar per pair."""
+
+    def __init__(self, tasks: int, self_weight: float = 0.9):
+        super().__init__()
+        other = (1 - self_weight) / (tasks - 1) if tasks > 1 else 0.0
+        alpha = torch.full((tasks, tasks), other)
+        alpha.fill_diagonal_(self_weight)
+        self.alpha = nn.Parameter(alpha)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        stacked = torch.stack(xs)  # (T, B, ...)
+        mixed = torch.tensordot(self.alpha.to(stacked.dtype), stacked, dims=1)
+        return list(mixed.unbind(0))
+
+
+class CrossStitchNet(nn.Module):
+    """One backbone column per task, cross-stitch units after the chosen units (1-based).
+
+    A column's units are its stages then its trunk. `stitch_after=None` stitches after the first
+    two units that are not the last: [1, 2] for a backbone of four units, [1] for one of two. An
+    explicit unit outside 1..n_units-1 is a ValueError.
+    """
+
+    def __init__(self, make_backbone: Callable[[], Backbone], specs: dict[str, TaskSpec], *,
+                 stitch_after: list[int] | None = None, self_weight: float = 0.9, heads: dict[str, dict] | None = None):
+        super().__init__()
+        self.tasks = list(specs)
+        self.columns = nn.ModuleList(make_backbone() for _ in self.tasks)
+        n_units = len(self.columns[0].units())
+        if stitch_after is None:
+            stitch_after = [s for s in (1, 2) if s < n_units]
+        for s in stitch_after:
+            if not 1 <= s < n_units:
+                raise ValueError(f"stitch_after: stage {s} out of range 1..{n_units - 1}")
+        self.stitch_after = sorted(stitch_after)
+        self.stitches = nn.ModuleDict({str(s): CrossStitchUnit(len(self.tasks), self_weight) for s in self.stitch_after})
+        features = self.columns[0].features()
+        self.heads = nn.ModuleDict({t: make_heads(features, {t: specs[t]}, heads or {})[t] for t in self.tasks})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
+        """The outputs, and what each task's head reads from its own column ("<task>/map" or
+        "<task>/vector"): after the last stitch, no representation is shared by all tasks."""
+        columns = [c.units() for c in self.columns]
+        n_stages = len(self.columns[0].stages)
+        hs, maps = [x] * len(self.tasks), None
+        for i in range(len(columns[0])):
+            if i == n_stages:
+                maps = hs  # each column's feature map, before its trunk
+            hs = [units[i](h) for units, h in zip(columns, hs)]
+            if str(i + 1) in self.stitches:
+                hs = self.stitches[str(i + 1)](hs)
+        maps = hs if maps is None else maps
+        out, features = {}, {}
+        for t, m, v in zip(self.tasks, maps, hs):
+            head = self.heads[t]
+            features[f"{t}/{head.reads}"] = v if head.reads == "vector" else m
+            out[t] = head(features[f"{t}/{head.reads}"])
+        return out, features
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {
+            "backbone": [p for c in self.columns for p in c.stages.parameters()] + list(self.stitches.parameters()),
+            "shared": [p for c in self.columns if c.trunk is not None for p in c.trunk.parameters()],
+        }
+        groups.update({f"head/{t}": list(h.parameters()) for t, h in self.heads.items()})
+        return groups
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
