@@ -82,3 +82,22 @@ def test_regression_distillation_is_mse():
     spec = make_spec("regression", name="r", dim=2)
     student, teacher = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 1.0]])
     assert spec.distill(student, teacher, 2.0).item() == pytest.approx((1 + 0 + 9 + 1) / 4)
+
+
+def test_a_drop_from_a_zero_baseline_is_undefined_with_no_verdict():
+    """Issue 12, item 7: a task at 0 right after its own stage has no relative drop (it was -inf and 'pass')."""
+    R0 = [[0.0, 0.2], [0.4, 0.8]]  # task a scored 0 after its own stage; b is the last stage
+    f = forgetting(R0, [True, True], threshold=5.0)
+    assert math.isnan(f.drop_pct[0]) and f.drop_pct[1] == 0.0
+    assert f.passed.tolist() == [False, True]  # False: no pass (drop_pct says why)
+
+    from bench.report import sections  # noqa: F401  (it imports forgetting_section, which needs it first)
+    from bench.report.forgetting_section import _strategy_block
+
+    specs = {t: make_spec("multiclass", name=t, classes=2) for t in "ab"}
+    R1 = [[0.5, 0.2], [0.4, 0.8]]  # another seed: a drops 20 %
+    text = _strategy_block(["a", "b"], np.array([R0, R1], dtype=float), 5.0, specs)
+    row_a = next(line for line in text.splitlines() if line.startswith("| a "))
+    cells = [c.strip() for c in row_a.split("|")[1:-1]]
+    assert cells[-2:] == ["undefined (baseline 0 on 1 of 2 seeds)", "-"]
+    assert "inf" not in text and "pass" in next(line for line in text.splitlines() if line.startswith("| b "))

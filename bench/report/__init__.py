@@ -96,20 +96,24 @@ def _stale(r: Record, current_keys: dict[str, str] | None, failed_reruns: list[R
     return "; ".join(x for x in reasons if x) or None
 
 
+IDENTITY_COLUMNS = ("cell", "dataset", "strategy", "strategy_name", "seed", "task", "params", "train_seconds",
+                    "images_per_second", "best_epoch")
+
+
 def task_rows(records: list[Record]) -> pd.DataFrame:
-    """Flatten finished cells to one row per (cell, task)."""
+    """Flatten finished cells to one row per (cell, task); with none, an empty frame that still has
+    the identity columns, so sections can group it (a suite whose every cell failed)."""
     rows = []
     for r in records:
         if r.status != "done":
             continue
         for task, metrics in r.test.items():
-            row = {"cell": r.cell, "dataset": r.dataset, "strategy": r.strategy, "strategy_name": r.strategy_name,
-                   "seed": r.seed, "task": task, "params": r.params, "train_seconds": r.train_seconds,
-                   "images_per_second": r.images_per_second, "best_epoch": r.best_epoch}
+            row = dict(zip(IDENTITY_COLUMNS, (r.cell, r.dataset, r.strategy, r.strategy_name, r.seed, task, r.params,
+                                              r.train_seconds, r.images_per_second, r.best_epoch)))
             row.update({f"test_{m}": v for m, v in metrics.items()})
             row.update({f"val_{m}": v for m, v in r.val.get(task, {}).items()})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(IDENTITY_COLUMNS))
 
 
 def now() -> str:

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 
 PANELS_PER_ROW = 4  # strategies per row of a confusion figure; more wrap to the next row
@@ -80,6 +79,8 @@ def per_class_accuracy(path: Path, title: str, accs: dict[str, np.ndarray], supp
 
 def residuals(path: Path, title: str, res: dict[str, np.ndarray]) -> Path:
     """Per strategy (columns): a histogram of residuals and their Q-Q plot against the normal."""
+    from scipy import stats  # here, not at the top: scipy.stats costs ~1.5 s to import
+
     fig, axes = plt.subplots(2, len(res), figsize=(3.6 * len(res), 6.4), squeeze=False)
     for (hist, qq), (name, r) in zip(axes.T, res.items()):
         hist.hist(r, bins=min(50, max(10, len(r) // 20)), color="tab:blue")

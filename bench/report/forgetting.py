@@ -2,8 +2,9 @@
 
 R[k][j] is task j's primary test metric after stage k, tasks in stage order, so R[j][j] is task j
 right after its own stage. Per task j: baseline = R[j][j], final = R[last][j], and
-drop % = 100 * (baseline - final) / baseline, sign-flipped for lower-is-better metrics (MAE) so that
-a positive drop always means worse; a task passes when its drop is at most the threshold (%).
+drop % = 100 * (baseline - final) / |baseline|, sign-flipped for lower-is-better metrics (MAE) so that
+a positive drop always means worse; a task passes when its drop is at most the threshold (%). A
+relative drop from a baseline of 0 is undefined: NaN, and such a task neither passes nor fails.
 Backward transfer (BWT, Lopez-Paz & Ranzato 2017) = mean over j < last of R[last][j] - R[j][j],
 with the same flip, so a negative BWT means forgetting.
 """
@@ -20,8 +21,8 @@ import numpy as np
 class Forgetting:
     baseline: np.ndarray  # (K,) R[j][j]
     final: np.ndarray  # (K,) R[last][j]
-    drop_pct: np.ndarray  # (K,) % of the baseline lost by the end; positive = worse
-    passed: np.ndarray  # (K,) bool: drop_pct <= threshold
+    drop_pct: np.ndarray  # (K,) % of the baseline lost by the end; positive = worse; NaN where baseline is 0
+    passed: np.ndarray  # (K,) bool: drop_pct <= threshold (False where undefined: check drop_pct for NaN)
 
 
 def forgetting(R: Sequence[Sequence[float]], higher_is_better: Sequence[bool], threshold: float) -> Forgetting:
@@ -29,7 +30,7 @@ def forgetting(R: Sequence[Sequence[float]], higher_is_better: Sequence[bool], t
     baseline, final = np.diag(R).copy(), R[-1].copy()
     sign = _signs(higher_is_better)
     with np.errstate(divide="ignore", invalid="ignore"):
-        drop = 100 * sign * (baseline - final) / np.abs(baseline)
+        drop = np.where(baseline != 0, 100 * sign * (baseline - final) / np.abs(baseline), np.nan)
     return Forgetting(baseline=baseline, final=final, drop_pct=drop, passed=drop <= threshold)
 
 

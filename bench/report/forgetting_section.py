@@ -64,11 +64,14 @@ def _strategy_block(tasks: list[str], Rs: np.ndarray, threshold: float, specs: d
     drops = np.array([f.drop_pct for f in per_seed])  # (seeds, tasks)
     task_table = []
     for j, t in enumerate(tasks):
-        mean_drop = mean_std(drops[:, j])[0]  # NaN (no verdict) only when a baseline was 0
+        undefined = int(np.isnan(drops[:, j]).sum())  # seeds whose baseline was 0: a relative drop means nothing
+        mean_drop = mean_std(drops[:, j])[0]
         task_table.append({
             "task": t, "metric": specs[t].unit, "baseline": _fmt(specs[t], mean_R[j, j]),
-            "final": _fmt(specs[t], mean_R[-1, j]), "drop %": fmt_mean_std(drops[:, j], 1, 1),
-            f"drop ≤ {threshold:g}%": "pass" if mean_drop <= threshold else "FAIL" if mean_drop > threshold else "-",
+            "final": _fmt(specs[t], mean_R[-1, j]),
+            "drop %": f"undefined (baseline 0 on {undefined} of {len(drops)} seeds)" if undefined
+            else fmt_mean_std(drops[:, j], 1, 1),
+            f"drop ≤ {threshold:g}%": "-" if undefined else "pass" if mean_drop <= threshold else "FAIL",
         })
     lines = [tabulate(r_table, headers="keys", tablefmt="github", disable_numparse=True),
              tabulate(task_table, headers="keys", tablefmt="github", disable_numparse=True)]
