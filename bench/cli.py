@@ -2,6 +2,7 @@
 
     python -m bench run cifar_mtl            # train every cell not yet in results/, then report
     python -m bench run smoke --force        # rerun every cell
+    python -m bench run smoke --mlflow mlruns --tensorboard tb   # also log to MLflow and TensorBoard
     python -m bench report cifar_mtl         # rebuild reports/cifar_mtl.md from results/ only
 
 SUITE is a name in suites/ or a path to a YAML file. A malformed suite exits with status 2 before
@@ -12,6 +13,7 @@ is gone: it reads results/<SUITE>/ alone and judges staleness from the code.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = perf(cells, args.epochs, args.device)
         return 1 if any(r["status"] != "done" for r in rows) else 0
-    return _report(suite, grid, args, console)
+    _report(suite, grid, args, console)
+    return 0
 
 
 def select(cells: list, ids: str | None, suite) -> list:
@@ -65,23 +68,50 @@ def select(cells: list, ids: str | None, suite) -> list:
 
 
 def _run(suite, grid: list, cells: list, args, console: Console) -> int:
+    """Check, plan, track, run, report: exit 2 before any training for a bad suite or tracker, 1 if a
+    cell failed. The failures are listed before the report is written."""
     from bench.grid import manifest
+    from bench.preflight import SizeError, describe_device, preflight
     from bench.runner import run_cells
-    from bench.train_cell import pick_device
     from bench.store import Store
+    from bench.tracking import TrackingError, make_tracker
+    from bench.train_cell import pick_device
 
     device = pick_device(args.device)
-    console.print(f"suite {suite.name}: {len(cells)} cells on {device}")
+    console.print(f"suite {suite.name}: {len(cells)} cells on {describe_device(device)}", highlight=False)
+    tracker = make_tracker(suite.tracking, mlflow=args.mlflow, tensorboard=args.tensorboard)
     store = Store(args.results, suite.name)
-    store.write_manifest(manifest(suite, grid))  # the report reads the suite from here
-    summary = run_cells(cells, store, device, force=args.force, console=console)
-    console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "
-                  f"in {summary.wall_seconds:.1f} s")
-    if not args.no_report:
-        _report(suite, grid, args, console, run_seconds=summary.wall_seconds)
-    for name in summary.failed:
-        console.print(f"[red]failed[/red]: {name} (see {_log_path(store, name)})", highlight=False)
+    try:
+        tracker.check()
+        plan = preflight(cells, store, device, console, force=args.force)
+    except (TrackingError, SizeError) as err:
+        label = "tracking" if isinstance(err, TrackingError) else f"invalid suite[/red]: {escape(suite.path)}:[red]"
+        console.print(f"[red]{label}[/red] {escape(str(err))}", highlight=False)
+        return 2
+    the_manifest = manifest(suite, grid)
+    store.write_manifest(the_manifest)  # the report reads the suite from here
+    tracker.start_suite(suite.name, suite.description, the_manifest.to_json())
+    report = None
+    try:
+        summary = run_cells(cells, store, device, force=args.force, console=console, datasets=plan.datasets,
+                            estimates=plan.estimates, tracker=tracker)
+        console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "
+                      f"in {summary.wall_seconds:.1f} s")
+        for name in summary.failed:
+            console.print(f"[red]failed[/red]: {escape(name)} (see {_log_path(store, name)})", highlight=False)
+        if not args.no_report:
+            report = _report(suite, grid, args, console, run_seconds=summary.wall_seconds)
+    finally:
+        tracker.end_suite(report, _figures(report))
     return 1 if summary.failed else 0
+
+
+def _figures(report: Path | None) -> list[Path]:
+    """The figures a report links to (reports/<suite>/*.png), for the tracker."""
+    if report is None:
+        return []
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())
+    return [report.parent / link for link in links if (report.parent / link).is_file()]
 
 
 def _log_path(store, cell: str) -> Path:
@@ -92,7 +122,7 @@ def _log_path(store, cell: str) -> Path:
     return kept if kept.exists() else store.cell_dir(cell) / LOG
 
 
-def _report(suite, grid: list, args, console: Console, run_seconds: float | None = None) -> int:
+def _report(suite, grid: list, args, console: Console, run_seconds: float | None = None) -> Path:
     """The report of the store, with staleness against the suite's cells now (its file exists)."""
     from bench.grid import manifest
     from bench.report import write_report
@@ -100,7 +130,7 @@ def _report(suite, grid: list, args, console: Console, run_seconds: float | None
     path = write_report(Path(args.results), suite.name, Path(args.reports), current_keys={c.name: c.key for c in grid},
                         manifest=manifest(suite, grid), run_seconds=run_seconds, command=_command(args))
     console.print(f"report: {path}")
-    return 0
+    return path
 
 
 def _report_from_store(suite_path: Path, args, console: Console) -> int:
@@ -142,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "run":
             s.add_argument("--force", action="store_true", help="rerun cells that are already finished")
             s.add_argument("--no-report", action="store_true", help="skip writing the report")
+            s.add_argument("--mlflow", metavar="URI", help="also log to MLflow: a tracking URI or a folder "
+                           "(a sqlite store in it); overrides the suite's tracking.mlflow")
+            s.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files under DIR; "
+                           "overrides the suite's tracking.tensorboard")
     return p
 
 

@@ -63,6 +63,10 @@ class Strategy:
         """The cells this one is computed from, without training; None for a strategy that trains."""
         return None
 
+    def epochs(self, train_epochs: int, tasks: tuple[str, ...]) -> int:
+        """The epochs a cell of `tasks` trains in all (its history rows), given its `train.epochs`."""
+        return train_epochs
+
     def combine(self, spec: TaskSpec, preds: list[np.ndarray]) -> np.ndarray:
         """One task's stored member predictions (its kind's layout) -> the cell's."""
         raise NotImplementedError
@@ -179,6 +183,9 @@ class SequentialLwF(HardShare):
             if unknown:
                 raise ValueError(f"{name}: {sorted(unknown)} not among the tasks {list(tasks)}")
         return [order]
+
+    def epochs(self, train_epochs, tasks):
+        return len(tasks) * (self.stage_epochs or train_epochs)  # one stage per task
 
     def fit(self, model, data, specs, trainer):
         from bench.trainer import FitResult

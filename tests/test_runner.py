@@ -151,3 +151,56 @@ def test_throughput_counts_the_images_actually_trained(tiny_suite, write_suite, 
     assert m.images_per_second * m.train_seconds == pytest.approx(2 * 32)
     h = store.history(cell.name)
     assert (h.images_per_second * h.train_seconds).round(6).tolist() == [32.0, 32.0]
+
+
+def test_a_suite_whose_every_cell_failed_is_reported(tiny_suite, write_suite, tmp_path, monkeypatch, capsys):
+    """Issue 12, item 1 (and the missing dataset of a new user): no cell finished, yet the report is written
+    with the failed cells and their reasons, the failures are printed, the exit status is 1; the dataset's
+    error is printed once, not once per cell."""
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))
+    raw = tiny_suite(datasets={"cifar10": {"subset": 64, "test_subset": 32, "val_size": 16}},
+                     strategies=["stl", "hard_share"])
+    code = cli.main(["run", str(write_suite(raw)), "--results", str(tmp_path / "results"),
+                     "--reports", str(tmp_path / "reports"), "--device", "cpu"])
+    assert code == 1
+    cells = ["cifar10__stl(task=class10)__seed0", "cifar10__stl(task=animal)__seed0", "cifar10__hard_share__seed0"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("CIFAR-10 not found") == 1  # the dataset's message, once
+    assert "dataset cifar10: cannot be loaded, so its 3 cells will fail" in err
+    assert all(f"failed: {c} (see" in err for c in cells)
+    report = (tmp_path / "reports" / "tiny.md").read_text()
+    assert "No finished cells yet." in report and "Cells: 3 recorded: 3 failed" in report
+    failed = report.split("## Failed cells")[1].split("\n## ")[0]
+    rows = [line for line in failed.splitlines() if line.startswith("| cifar10__")]
+    assert sorted(r.split("|")[1].strip() for r in rows) == sorted(cells)
+    assert all("FileNotFoundError: CIFAR-10 not found" in r for r in rows)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"val_size": 5000}, "datasets.synthetic.val_size: 5000 gives 5000 validation images of 48 train images, "
+                         "leaving no training images; valid: a count from 1 to 47"),
+    ({"val_size": 0.001}, "datasets.synthetic.val_size: 0.001 gives 0 validation images of 48 train images"),
+    ({"subset": 100}, "datasets.synthetic.subset: 100 is more than the 48 images of the dataset's train pool; "
+                      "valid: 1 to 48"),
+    ({"subset": 20, "val_size": 20}, "datasets.synthetic.val_size: 20 gives 20 validation images of 20 train images"),
+    ({"test_subset": 33}, "datasets.synthetic.test_subset: 33 is more than the 32 images of the dataset's test set"),
+])
+def test_sizes_that_do_not_fit_the_pool_exit_2_before_any_training(tiny_suite, write_suite, tmp_path, capsys,
+                                                                   entry, message):
+    """Item 2, the settings that depend on the data: checked against the pool before any cell trains."""
+    raw = tiny_suite(strategies=["stl"])  # tiny synthetic data: 48 train, 32 test images
+    raw["datasets"]["synthetic"].update(entry)
+    path = write_suite(raw)
+    assert cli.main(["validate", str(path)]) == 0  # a size is checked against the data, which validate does not load
+    code = cli.main(["run", str(path), "--results", str(tmp_path / "results"), "--device", "cpu"])
+    assert code == 2
+    assert f"invalid suite: {path}: {message}" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "results" / "tiny").exists()  # no cell trained, not even a manifest
+
+
+def test_a_union_part_size_error_names_the_part(tiny_suite, write_suite, tmp_path, capsys):
+    part = {"name": "synthetic", "tasks": ["top"], "options": {"n_train": 48, "n_test": 32, "image_size": 8}}
+    raw = tiny_suite(datasets={"both": {"union": [{**part, "val_size": 16}, {**part, "tasks": ["quadrant"],
+                                                                           "val_size": 48}]}})
+    assert cli.main(["run", str(write_suite(raw)), "--results", str(tmp_path / "results"), "--device", "cpu"]) == 2
+    assert "datasets.both.union[1].val_size: 48 gives 48 validation images" in " ".join(capsys.readouterr().err.split())

@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import cli
 from bench.config import SuiteError, TrackingConfig, load_suite
 from bench.grid import expand
 from bench.tracking import (CompositeTracker, Tracker, TrackingError, TrackingWarning, cell_tags, make_tracker,
@@ -49,9 +51,9 @@ def mlflow_target(request, tmp_path, monkeypatch):
 
 def _record_files(folder: Path, record: dict) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(record))
+    (folder / "record.json").write_text(json.dumps(record))
     (folder / "history.csv").write_text("epoch,train_loss\n1,1.5\n")
-    return [folder / "metrics.json", folder / "history.csv", folder / "log.txt"]  # log.txt missing: skipped
+    return [folder / "record.json", folder / "history.csv", folder / "log.txt"]  # log.txt missing: skipped
 
 
 def _run_cell(tracker: Tracker, cell, tmp_path: Path, *, status: str = "done") -> None:
@@ -120,7 +122,7 @@ def test_mlflow_parent_and_child_runs_read_back(mlflow_target, cells, tmp_path):
     assert "stage" not in done.data.metrics and "seed" not in done.data.metrics  # a string; a tag
     assert done.data.metrics["test_quadrant_accuracy"] == 0.8 and done.data.metrics["test_brightness_mae"] == 0.1
     assert done.data.metrics["best_val_quadrant_accuracy"] == 0.75 and done.data.metrics["wall_seconds"] == 2.5
-    assert _artifacts(client, done.info.run_id) == {"metrics.json", "history.csv"}
+    assert _artifacts(client, done.info.run_id) == {"record.json", "history.csv"}
 
     failed = children[cells[1].name]
     assert failed.info.status == "FAILED" and failed.data.tags["status"] == "failed"
@@ -305,3 +307,44 @@ def test_tracking_packages_are_imported_only_when_enabled():
             "print(sorted(m for m in ('mlflow', 'tensorboard', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bench_run_logs_every_cell_to_mlflow_and_tensorboard(tiny_suite, write_suite, tmp_path, capsys):
+    """The wiring end to end: `bench run --mlflow --tensorboard` on a tiny suite whose second cell fails."""
+    if not HAS_SQL:
+        pytest.skip("the sqlite store needs sqlalchemy and alembic (pip install 'mtl-bench[mlflow]')")
+    raw = tiny_suite(strategies=["hard_share", {"name": "cross_stitch", "stitch_after": [9]}])  # 9: fails at build
+    raw["train"]["epochs"] = 2
+    path = write_suite(raw)
+    ml, tb = tmp_path / "mlflow", tmp_path / "tb"
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--device", "cpu"]
+    assert cli.main(["run", str(path), *roots, "--mlflow", str(ml), "--tensorboard", str(tb)]) == 1
+
+    client, parent, children = _runs(mlflow_uri(str(ml))[0])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "tiny"
+    assert _artifacts(client, parent.info.run_id, "report") == {"report/tiny.md", "report/tiny"}
+    links = re.findall(r"\]\((tiny/[^)]+\.png)\)", (tmp_path / "reports" / "tiny.md").read_text())
+    assert "tiny/curves_synthetic.png" in links  # every figure the report shows, and nothing else
+    assert _artifacts(client, parent.info.run_id, "report/tiny") == {f"report/{link}" for link in links}
+    done, failed = children["synthetic__hard_share__seed0"], children["synthetic__cross_stitch(stitch_after=9)__seed0"]
+    assert {k: done.data.tags[k] for k in ("suite", "strategy", "dataset", "seed", "status")} == {
+        "suite": "tiny", "strategy": "hard_share", "dataset": "synthetic", "seed": "0", "status": "done"}
+    record = json.loads((tmp_path / "results" / "tiny" / "synthetic__hard_share__seed0" / "record.json").read_text())
+    assert done.data.params["key"] == record["key"] and done.data.params["train.epochs"] == "2"
+    losses = sorted(client.get_metric_history(done.info.run_id, "train_loss"), key=lambda m: m.step)
+    history = (tmp_path / "results" / "tiny" / "synthetic__hard_share__seed0" / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("train_loss")
+    assert [(m.step, m.value) for m in losses] == [(i, float(line.split(",")[column]))
+                                                  for i, line in enumerate(history[1:], 1)]
+    assert done.data.metrics["test_quadrant_accuracy"] == record["test"]["quadrant"]["accuracy"]
+    assert _artifacts(client, done.info.run_id) == {"record.json", "history.csv", "log.txt"}
+    assert failed.info.status == "FAILED" and "stitch_after: stage 9 out of range" in failed.data.tags["reason"]
+    assert [s for s, _ in _scalars(tb / "tiny" / "synthetic__hard_share__seed0", "train_loss")] == [1, 2]
+
+
+def test_an_unusable_tracker_stops_bench_run_before_training(tiny_suite, write_suite, tmp_path, capsys):
+    path = write_suite(tiny_suite())
+    code = cli.main(["run", str(path), "--results", str(tmp_path / "results"), "--device", "cpu",
+                     "--mlflow", "http://127.0.0.1:9"])  # port 9: nothing listens
+    assert code == 2 and "MLflow server http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
+    assert not list((tmp_path / "results").glob("tiny/*/record.json"))  # nothing trained

@@ -185,7 +185,8 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
     sees the same validation images.
     """
     root = data_root() if root is None else Path(root)
-    parts = [_load_part(p, root, split_seed) for p in (cfg.parts or (cfg,))]
+    wheres = [f"datasets.{cfg.name}.union[{i}]" for i in range(len(cfg.parts))] or [f"datasets.{cfg.name}"]
+    parts = [_load_part(p, root, split_seed, where) for p, where in zip(cfg.parts or (cfg,), wheres)]
     specs = {t: s for p in parts for t, s in p.specs.items()}
     if len(parts) == 1:
         train, val, test = parts[0].train, parts[0].val, parts[0].test
@@ -198,8 +199,9 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
                    notes=[n for p in parts for n in p.notes], flip_labels=_compose(flips))
 
 
-def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
-    """One registered dataset's tasks, split, with its targets checked (statistics left at 0 / 1)."""
+def _load_part(cfg, root: Path, split_seed: int, where: str) -> TaskSet:
+    """One registered dataset's tasks, split, with its targets checked (statistics left at 0 / 1).
+    `where`: the entry's key path in the suite, for a SizeError."""
     import torch
 
     loader = DATASETS.get(cfg.name)
@@ -213,14 +215,37 @@ def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
         for t, spec in specs.items():
             spec.check_targets(split.y[t], image_size=split.x.shape[-1], where=f"dataset {cfg.name} ({name})")
     gen = torch.Generator().manual_seed(split_seed)
+    check_sizes(cfg, len(pool.train), len(pool.test), where)
     train = _subset(pool, pool.train, cfg.subset, gen)
     test = _subset(pool, pool.test, cfg.test_subset, gen)
-    n_val = int(round(cfg.val_size * len(train))) if cfg.val_size < 1 else int(cfg.val_size)
-    if not 0 < n_val < len(train):
-        raise ValueError(f"dataset {cfg.name}: val_size {cfg.val_size} leaves no train or no validation images")
-    train, val = carve(train, _stratify_labels(pool, train), n_val, gen)
+    train, val = carve(train, _stratify_labels(pool, train), validation_size(cfg.val_size, len(train)), gen)
     return TaskSet(name=cfg.name, train=train.only(cfg.tasks), val=val.only(cfg.tasks), test=test.only(cfg.tasks),
                    specs=specs, mean=(), std=(), notes=list(pool.notes), flip_labels=pool.flip_labels)
+
+
+class SizeError(ValueError):
+    """A size setting of a suite's dataset entry (val_size, subset, test_subset) does not fit its pool.
+    The message starts with the setting's key path, as a suite error's does."""
+
+
+def validation_size(val_size: float, n_train: int) -> int:
+    """Validation images carved from `n_train`: a fraction (< 1) of it, rounded, or a count."""
+    return int(round(val_size * n_train)) if val_size < 1 else int(val_size)
+
+
+def check_sizes(cfg, n_train: int, n_test: int, where: str) -> None:
+    """SizeError naming `where`.<setting> unless subset, test_subset and val_size fit a pool of n_train
+    train and n_test test images (val_size is carved from the subset when there is one)."""
+    for key, n, pool in (("subset", cfg.subset, n_train), ("test_subset", cfg.test_subset, n_test)):
+        if n is not None and n > pool:
+            raise SizeError(f"{where}.{key}: {n} is more than the {pool} images of the dataset's "
+                            f"{'train pool' if key == 'subset' else 'test set'}; valid: 1 to {pool}")
+    n_train = min(n_train, cfg.subset or n_train)
+    n_val = validation_size(cfg.val_size, n_train)
+    if not 0 < n_val < n_train:
+        raise SizeError(f"{where}.val_size: {cfg.val_size} gives {n_val} validation images of {n_train} train "
+                        f"images, leaving {'no validation' if n_val <= 0 else 'no training'} images; valid: a count "
+                        f"from 1 to {n_train - 1}, or a fraction that leaves both at least one image")
 
 
 def _check_same_images(parts: list[TaskSet], name: str) -> None:
@@ -258,7 +283,7 @@ def _compose(flips: list[FlipLabels]) -> FlipLabels | None:
 
 
 def _subset(pool: Pool, split: Split, n: int | None, gen: torch.Generator) -> Split:
-    if n is None or n >= len(split):
+    if n is None or n == len(split):  # check_sizes refuses n > len(split)
         return split
     return split.take(stratified_sample(_stratify_labels(pool, split), n, gen))
 

@@ -1,0 +1,188 @@
+"""Before any training: the checks that need the data, and on a CPU an estimate of the run's time.
+
+    plan = preflight(cells, store, device, console)      # bench/cli.py, before run_cells
+
+1. The cells that will train: those without a finished result of the same key (all with --force).
+2. Their datasets, each loaded once (the run reuses them, `plan.datasets`). A size setting that does
+   not fit its pool (`val_size`, `subset`, `test_subset`) raises SizeError naming its key path, which
+   the CLI reports as a suite error (exit 2) before any cell trains. A dataset that cannot be loaded
+   (its files are missing) is reported here, once, with the reason; its cells then fail with a
+   one-line pointer to it instead of the same message again.
+3. On a CPU, an estimate: a few training steps of the first model are timed (`probe`) and the run
+   extrapolated from them; when that comes out long, every distinct model of the run is timed, and
+   the total is printed with the command of a suite sized for a CPU. The estimates also feed the
+   progress bars (bench/progress.py). A GPU run is not timed ahead: its suites are sized for it.
+
+Probing trains a throw-away model on the real data; each cell seeds itself when it starts, so no
+stored number depends on whether a probe ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from rich.console import Console
+
+from bench.data import SizeError, TaskSet
+from bench.grid import Cell
+from bench.progress import clock
+from bench.record import RecordError
+from bench.runner import DataCache, epochs, failure_reason
+from bench.store import Store
+
+PROBE_STEPS = 3  # training steps timed per model; the first includes the warm-up, so estimates err long
+PROBE_EVAL = 256  # validation images predicted to time evaluation
+DETAILED_ABOVE = 200.0  # s: a first extrapolation above this times every distinct model
+LONG_RUN = 600.0  # s: an estimated CPU run above this prints the warning with a CPU-sized command
+CPU_COMMAND = "make bench SUITE=smoke"  # the CPU-sized check of the whole pipeline (about 30 s on 2 cores)
+
+__all__ = ["Plan", "SizeError", "Timing", "describe_device", "preflight", "probe"]
+
+
+@dataclass
+class Plan:
+    to_train: list[Cell]  # cells that will run (trained or combined)
+    datasets: DataCache  # their data, loaded once (load errors kept)
+    estimates: dict[str, float] = field(default_factory=dict)  # cell -> seconds (CPU only)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One model's measured costs on this machine."""
+
+    step: float  # s per training step of its batch size
+    item: float  # s per evaluated image
+
+
+def preflight(cells: list[Cell], store: Store, device: torch.device, console: Console, *,
+              force: bool = False) -> Plan:
+    """The plan of a run; SizeError (a suite error) when a size setting does not fit its data."""
+    plan = Plan(to_train=[c for c in cells if force or not _finished(store, c)], datasets=DataCache(device))
+    _load(plan, console)
+    if device.type == "cpu" and any(not c.members for c in plan.to_train):
+        plan.estimates = _estimate(plan, device, console)
+    return plan
+
+
+def describe_device(device: torch.device) -> str:
+    """`cuda:0 (NVIDIA H100 80GB HBM3)` or `cpu (2 threads; no CUDA GPU found)`: which device, and why."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    why = "no CUDA GPU found" if not torch.cuda.is_available() else "chosen with --device"
+    return f"cpu ({torch.get_num_threads()} threads; {why})"
+
+
+def _finished(store: Store, cell: Cell) -> bool:
+    try:
+        return store.is_done(cell.name, cell.key)
+    except RecordError:  # damaged: the run names it and trains the cell again
+        return False
+
+
+def _load(plan: Plan, console: Console) -> None:
+    """Load each dataset of the cells to train; a size error raises, any other is reported once."""
+    by_dataset: dict[str, list[Cell]] = {}
+    for c in plan.to_train:
+        if not c.members:
+            by_dataset.setdefault(json.dumps(dataclasses.asdict(c.dataset), sort_keys=True, default=list), []).append(c)
+    for group in by_dataset.values():
+        try:
+            plan.datasets.get(group[0].dataset)
+        except SizeError:
+            raise
+        except Exception as err:  # noqa: BLE001  (any loader error: its cells fail with it)
+            reason = failure_reason(err)
+            console.print(f"dataset {group[0].dataset.name}: cannot be loaded, so its {len(group)} cells will "
+                          f"fail: {reason}", markup=False, highlight=False)
+            plan.datasets.reported[reason] = f"dataset {group[0].dataset.name} above"
+
+
+def _estimate(plan: Plan, device: torch.device, console: Console) -> dict[str, float]:
+    """Seconds per cell to train, from the first model's timed steps, then every model's if the run is long.
+    A model that cannot be timed (its cells will fail on their own) takes the first model's timing."""
+    cells = [c for c in plan.to_train if not c.members and _data(plan, c) is not None]
+    models: dict[str, Cell] = {}
+    for c in cells:
+        models.setdefault(_model_signature(c), c)
+    timings: dict[str, Timing] = {}
+    for signature, cell in models.items():  # the first model that trains at all
+        if (timing := _probe(cell, plan, device)) is not None:
+            timings[signature] = timing
+            break
+    if not timings:
+        return {}
+
+    def seconds() -> dict[str, float]:
+        first = next(iter(timings.values()))
+        return {c.name: cell_seconds(c, _data(plan, c), timings.get(_model_signature(c), first)) for c in cells}
+
+    estimates = seconds()
+    if sum(estimates.values()) > DETAILED_ABOVE and len(models) > 1:
+        for signature, cell in models.items():
+            if signature not in timings and (timing := _probe(cell, plan, device)) is not None:
+                timings[signature] = timing
+        estimates = seconds()
+    timed = len(timings)
+    total = sum(estimates.values())
+    load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
+    console.print(f"estimate on this CPU: about {clock(total)} for {len(cells)} cells to train (from the first "
+                  f"timed steps of {timed} model{'s' if timed > 1 else ''}{load})", highlight=False)
+    if total > LONG_RUN:
+        console.print(f"[yellow]This suite is long for a CPU[/yellow] (it is sized for a GPU: --device cuda). "
+                      f"A CPU-sized check of the whole pipeline: {CPU_COMMAND} (about 30 s on 2 cores). "
+                      "Ctrl-C stops this run; finished cells stay in the store.", highlight=False)
+    return estimates
+
+
+def _probe(cell: Cell, plan: Plan, device: torch.device) -> Timing | None:
+    try:
+        return probe(cell, _data(plan, cell), device)
+    except Exception:  # noqa: BLE001  (the cell fails on its own, with its reason, when it runs)
+        return None
+
+
+def _data(plan: Plan, cell: Cell) -> TaskSet | None:
+    try:
+        return plan.datasets.get(cell.dataset)
+    except Exception:  # noqa: BLE001  (reported by _load)
+        return None
+
+
+def _model_signature(cell: Cell) -> str:
+    """Cells with the same signature train the same model on the same data at the same batch size."""
+    return json.dumps([dataclasses.asdict(cell.dataset), dataclasses.asdict(cell.backbone), cell.strategy.name,
+                       cell.strategy.params, len(cell.tasks), cell.train.batch_size], sort_keys=True, default=list)
+
+
+def cell_seconds(cell: Cell, data: TaskSet, timing: Timing) -> float:
+    """A cell's training time from its model's timing: epochs of steps plus a validation pass each,
+    then the test set once."""
+    steps = max(1, len(data.train) // cell.train.batch_size)
+    per_epoch = steps * timing.step + len(data.val) * timing.item
+    return epochs(cell) * per_epoch + len(data.test) * timing.item
+
+
+def probe(cell: Cell, data: TaskSet, device: torch.device, steps: int = PROBE_STEPS) -> Timing:
+    """Time `steps` training steps of the cell's model on its data, and the prediction of PROBE_EVAL
+    validation images, through the Trainer (joint training: a sequential strategy's distillation is
+    not timed)."""
+    from bench.strategies import STRATEGIES
+    from bench.train_cell import backbone_factory
+    from bench.trainer import Trainer
+
+    specs = {t: data.specs[t] for t in cell.tasks}
+    strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
+    model = strategy.build(specs, backbone_factory(cell, data, device)).to(device)
+    n = min(len(data.train), cell.train.batch_size * steps)
+    val = data.val.take(torch.arange(min(len(data.val), PROBE_EVAL), device=data.val.x.device))
+    trainer = Trainer(cell.train, device, seed=0)
+    t0 = time.perf_counter()
+    result = trainer.fit(model, dataclasses.replace(data, val=val), specs,
+                         train=data.train.take(torch.arange(n, device=data.train.x.device)), epochs=1)
+    evaluated = time.perf_counter() - t0 - result.train_seconds
+    return Timing(step=result.train_seconds / max(1, n // cell.train.batch_size), item=evaluated / max(1, len(val)))

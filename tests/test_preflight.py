@@ -1,0 +1,122 @@
+"""The preflight of `bench run` on a CPU: estimates from timed steps (arithmetic by hand, probes faked
+where the number matters), the warning with a CPU-sized command, and the progress bars' time left."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from rich.console import Console
+
+from bench import preflight as P
+from bench.config import load_suite
+from bench.grid import expand
+from bench.progress import RunProgress, TimeLeftColumn, clock
+from bench.store import Store
+
+CPU = torch.device("cpu")
+
+
+def _cells(tiny_suite, write_suite, **overrides):
+    return expand(load_suite(write_suite(tiny_suite(**overrides))))
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=300), out
+
+
+def test_cell_seconds_is_epochs_of_steps_and_validation_then_the_test_set(tiny_suite, write_suite, tmp_path):
+    # tiny data: 32 train, 16 validation and 32 test images; batch 16 -> 2 steps an epoch
+    raw = tiny_suite(strategies=["hard_share", {"name": "sequential_lwf", "stage_epochs": 3}])
+    raw["train"]["epochs"] = 4
+    joint, sequential = expand(load_suite(write_suite(raw)))
+    plan = P.preflight([joint], Store(tmp_path, "tiny"), CPU, _console()[0])
+    data = plan.datasets.get(joint.dataset)
+    t = P.Timing(step=0.5, item=0.01)
+    assert P.cell_seconds(joint, data, t) == pytest.approx(4 * (2 * 0.5 + 16 * 0.01) + 32 * 0.01)
+    # sequential: three tasks, one stage of 3 epochs each
+    assert P.cell_seconds(sequential, data, t) == pytest.approx(3 * 3 * (2 * 0.5 + 16 * 0.01) + 32 * 0.01)
+
+
+def test_a_long_cpu_run_is_estimated_per_model_and_warned_about(tiny_suite, write_suite, tmp_path, monkeypatch):
+    cells = _cells(tiny_suite, write_suite, strategies=["stl", "hard_share"])  # 3 STL cells (one model), 1 joint
+    timings = {("quadrant",): P.Timing(1.0, 0.0), ("top",): P.Timing(1.0, 0.0), ("brightness",): P.Timing(1.0, 0.0),
+               ("quadrant", "top", "brightness"): P.Timing(3.0, 0.0)}
+    probed = []
+    monkeypatch.setattr(P, "probe", lambda cell, data, device: probed.append(cell.name) or timings[cell.tasks])
+    monkeypatch.setattr(P, "DETAILED_ABOVE", 1.0)
+    monkeypatch.setattr(P, "LONG_RUN", 10.0)
+    console, out = _console()
+    plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, console)
+    # 1 epoch of 2 steps: STL cells 2 s each, the joint model 6 s; the first model, then the other one
+    assert probed == [cells[0].name, cells[3].name]
+    assert plan.estimates == {c.name: 6.0 if c.strategy.id == "hard_share" else 2.0 for c in cells}
+    text = " ".join(out.getvalue().split())
+    assert "estimate on this CPU: about 0:00:12 for 4 cells to train (from the first timed steps of 2 models" in text
+    assert f"This suite is long for a CPU" in text and P.CPU_COMMAND in text
+
+
+def test_a_short_cpu_run_times_one_model_and_does_not_warn(tiny_suite, write_suite, tmp_path, monkeypatch):
+    cells = _cells(tiny_suite, write_suite, strategies=["stl", "hard_share"])
+    probed = []
+    monkeypatch.setattr(P, "probe", lambda cell, data, device: probed.append(cell.name) or P.Timing(0.01, 0.0))
+    console, out = _console()
+    plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, console)
+    assert probed == [cells[0].name] and set(plan.estimates) == {c.name for c in cells}
+    assert "long for a CPU" not in out.getvalue()
+
+
+def test_finished_cells_are_not_planned(smoke_run, monkeypatch):
+    cells = expand(load_suite(smoke_run["suite"]))
+    monkeypatch.setattr(P, "probe", lambda *a: pytest.fail("nothing is left to train"))
+    plan = P.preflight(cells, Store(smoke_run["results"], "smoke"), CPU, _console()[0])
+    assert plan.to_train == [] and plan.estimates == {}
+    forced = P.preflight(cells[:1], Store(smoke_run["results"], "smoke"), torch.device("meta"), _console()[0],
+                         force=True)  # not a CPU: no estimate
+    assert forced.to_train == cells[:1] and forced.estimates == {}
+
+
+def test_probe_times_real_steps(tiny_suite, write_suite, tmp_path):
+    [cell] = _cells(tiny_suite, write_suite)
+    plan = P.preflight([cell], Store(tmp_path, "tiny"), CPU, _console()[0])
+    t = P.probe(cell, plan.datasets.get(cell.dataset), CPU)
+    assert t.step > 0 and t.item > 0 and plan.estimates[cell.name] > 0
+
+
+def test_describe_device_says_which_and_why():
+    text = P.describe_device(CPU)
+    assert text.startswith(f"cpu ({torch.get_num_threads()} threads; ")
+
+
+def test_suite_time_left_scales_the_estimates_by_what_the_finished_cells_took():
+    progress = RunProgress(Console(file=io.StringIO()), 3, {"a": 10.0, "b": 20.0, "c": 30.0})
+    with progress:
+        task = progress.progress.tasks[progress.suite]
+        assert task.fields["left"] == 60.0
+        progress.start("a", epochs=2)
+        cell = progress.progress.tasks[progress.bar]
+        assert TimeLeftColumn().render(cell).plain == "~0:00:10 left"  # the estimate before an epoch is done
+        progress.finish("a", "suite: 1 done", seconds=20.0)  # twice as long as estimated
+        assert task.fields["left"] == pytest.approx((20 + 30) * 2)
+        assert TimeLeftColumn().render(task).plain == "~0:01:40 left"
+        progress.finish("b", "suite: 1 cached", seconds=None)  # cached: no time, no scaling change
+        assert task.fields["left"] == pytest.approx(30 * 2)
+
+
+def test_clock():
+    assert [clock(s) for s in (0, 59.6, 3600 + 61)] == ["0:00:00", "0:01:00", "1:01:01"]
+
+
+def test_a_model_that_cannot_be_timed_leaves_the_run_to_report_it(tiny_suite, write_suite, tmp_path, monkeypatch):
+    cells = _cells(tiny_suite, write_suite, strategies=["cross_stitch", "hard_share"])
+
+    def probe(cell, data, device):
+        if cell.strategy.id == "cross_stitch":
+            raise RuntimeError("boom")
+        return P.Timing(0.5, 0.0)
+
+    monkeypatch.setattr(P, "probe", probe)
+    plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, _console()[0])
+    assert plan.estimates == {c.name: 1.0 for c in cells}  # the model that trains lends its timing
