@@ -8,9 +8,9 @@
    the CLI reports as a suite error (exit 2) before any cell trains. A dataset that cannot be loaded
    (its files are missing) is reported here, once, with the reason; its cells then fail with a
    one-line pointer to it instead of the same message again.
-3. On a CPU, an estimate: a few training steps of the first model are timed (`probe`) and the run
-   extrapolated from them; when that comes out long, every distinct model of the run is timed, and
-   the total is printed with the command of a suite sized for a CPU. The estimates also feed the
+3. On a CPU, an estimate, unless the run is short (SHORT_RUN images in all): a few training steps of
+   the first model are timed (`probe`) and the run extrapolated from them; when that comes out long (LONG_RUN), every distinct model of the run is
+   timed, and the total is printed with the command of a suite sized for a CPU. The estimates also feed the
    progress bars (bench/progress.py). A GPU run is not timed ahead: its suites are sized for it.
 
 Probing trains a throw-away model on the real data; each cell seeds itself when it starts, so no
@@ -35,10 +35,10 @@ from bench.record import RecordError
 from bench.runner import DataCache, epochs, failure_reason
 from bench.store import Store
 
-PROBE_STEPS = 3  # training steps timed per model; the first includes the warm-up, so estimates err long
+PROBE_STEPS = 2  # training steps timed per model, after as many to warm up
+SHORT_RUN = 20_000  # images a run passes through its models (all epochs and evaluations) below which it is not timed
 PROBE_EVAL = 256  # validation images predicted to time evaluation
-DETAILED_ABOVE = 200.0  # s: a first extrapolation above this times every distinct model
-LONG_RUN = 600.0  # s: an estimated CPU run above this prints the warning with a CPU-sized command
+LONG_RUN = 600.0  # s: a CPU run estimated longer times every distinct model, and warns with a CPU-sized command
 CPU_COMMAND = "make bench SUITE=smoke"  # the CPU-sized check of the whole pipeline (about 30 s on 2 cores)
 
 __all__ = ["Plan", "SizeError", "Timing", "describe_device", "preflight", "probe"]
@@ -106,6 +106,8 @@ def _estimate(plan: Plan, device: torch.device, console: Console) -> dict[str, f
     """Seconds per cell to train, from the first model's timed steps, then every model's if the run is long.
     A model that cannot be timed (its cells will fail on their own) takes the first model's timing."""
     cells = [c for c in plan.to_train if not c.members and _data(plan, c) is not None]
+    if sum(images(c, _data(plan, c)) for c in cells) < SHORT_RUN:
+        return {}  # seconds on any CPU for the models this harness has: not worth timing
     models: dict[str, Cell] = {}
     for c in cells:
         models.setdefault(_model_signature(c), c)
@@ -122,7 +124,7 @@ def _estimate(plan: Plan, device: torch.device, console: Console) -> dict[str, f
         return {c.name: cell_seconds(c, _data(plan, c), timings.get(_model_signature(c), first)) for c in cells}
 
     estimates = seconds()
-    if sum(estimates.values()) > DETAILED_ABOVE and len(models) > 1:
+    if sum(estimates.values()) > LONG_RUN and len(models) > 1:
         for signature, cell in models.items():
             if signature not in timings and (timing := _probe(cell, plan, device)) is not None:
                 timings[signature] = timing
@@ -159,6 +161,11 @@ def _model_signature(cell: Cell) -> str:
                        cell.strategy.params, len(cell.tasks), cell.train.batch_size], sort_keys=True, default=list)
 
 
+def images(cell: Cell, data: TaskSet) -> int:
+    """Images a cell passes through its model: every epoch's training and validation, then the test set."""
+    return epochs(cell) * (len(data.train) + len(data.val)) + len(data.test)
+
+
 def cell_seconds(cell: Cell, data: TaskSet, timing: Timing) -> float:
     """A cell's training time from its model's timing: epochs of steps plus a validation pass each,
     then the test set once."""
@@ -168,9 +175,9 @@ def cell_seconds(cell: Cell, data: TaskSet, timing: Timing) -> float:
 
 
 def probe(cell: Cell, data: TaskSet, device: torch.device, steps: int = PROBE_STEPS) -> Timing:
-    """Time `steps` training steps of the cell's model on its data, and the prediction of PROBE_EVAL
-    validation images, through the Trainer (joint training: a sequential strategy's distillation is
-    not timed)."""
+    """Time `steps` training steps of the cell's model on its data and the prediction of PROBE_EVAL
+    validation images, through the Trainer: two epochs of that, the first one a warm-up (joint
+    training: a sequential strategy's distillation is not timed)."""
     from bench.strategies import STRATEGIES
     from bench.train_cell import backbone_factory
     from bench.trainer import Trainer
@@ -181,8 +188,9 @@ def probe(cell: Cell, data: TaskSet, device: torch.device, steps: int = PROBE_ST
     n = min(len(data.train), cell.train.batch_size * steps)
     val = data.val.take(torch.arange(min(len(data.val), PROBE_EVAL), device=data.val.x.device))
     trainer = Trainer(cell.train, device, seed=0)
-    t0 = time.perf_counter()
     result = trainer.fit(model, dataclasses.replace(data, val=val), specs,
-                         train=data.train.take(torch.arange(n, device=data.train.x.device)), epochs=1)
-    evaluated = time.perf_counter() - t0 - result.train_seconds
-    return Timing(step=result.train_seconds / max(1, n // cell.train.batch_size), item=evaluated / max(1, len(val)))
+                         train=data.train.take(torch.arange(n, device=data.train.x.device)), epochs=2)
+    measured = result.history[-1]["train_seconds"]  # the second epoch's steps: no warm-up in them
+    t0 = time.perf_counter()  # fit has evaluated `val` twice already: warm
+    trainer.evaluate(model, data, val, specs)
+    return Timing(step=measured / max(1, n // cell.train.batch_size), item=(time.perf_counter() - t0) / max(1, len(val)))

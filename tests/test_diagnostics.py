@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from scipy import stats
 
 from bench.kinds import make_spec
-from bench.cli import main as bench_main
 from bench.config import load_suite
 from bench.grid import expand, manifest
 from bench.record import Record
@@ -161,51 +159,28 @@ def test_hardest_examples_label_the_stored_gallery(tmp_path):
     assert all(e.true != e.predicted for e in examples[:7])
 
 
-# ---- the smoke suite end to end ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_smoke(tmp_path_factory):
-    """suites/smoke.yaml shrunk to one seed, two strategies, one epoch, a narrow backbone: seconds on CPU."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENCH_CACHE_DIR", str(tmp / "cache"))
-        yield _run_tiny_smoke(tmp)
-
-
-def _run_tiny_smoke(tmp: Path):
-    raw = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
-    raw["backbone"]["width"] = 16
-    raw["seeds"] = [0]
-    raw["strategies"] = ["stl", "hard_share"]  # cross_stitch adds time, not coverage of the report
-    raw["train"].update(epochs=1, batch_size=32)
-    raw["datasets"]["synthetic"].update(val_size=32, options={"n_train": 96, "n_test": 48, "image_size": 16})
-    path = tmp / "smoke.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    rc = bench_main(["run", str(path), "--results", str(tmp / "results"), "--reports", str(tmp / "reports")])
-    return tmp, load_suite(path), rc
-
-
-def test_smoke_report_shows_the_diagnostics(tiny_smoke):
-    tmp, suite, rc = tiny_smoke
-    assert rc == 0
-    text = (tmp / "reports" / "smoke.md").read_text()
+# ---- the smoke suite end to end (the session's shrunk smoke run, conftest.smoke_run) ------------
+def test_smoke_report_shows_the_diagnostics(smoke_run):
+    assert smoke_run["code"] == 0
+    text = (smoke_run["reports"] / "smoke.md").read_text()
     for heading in ("## Classification metrics per task", "## Regression residuals",
                     "### synthetic / brightness", "## Highest-loss test images"):
         assert heading in text
     assert "## Per-class accuracy" not in text  # smoke tasks have at most 4 classes
-    figs = tmp / "reports" / "smoke"
+    figs = smoke_run["reports"] / "smoke"
     for name in ("residuals_synthetic_brightness", "hardest_synthetic_quadrant", "hardest_synthetic_top",
                  "hardest_synthetic_brightness", "confusion_synthetic_quadrant"):
         assert (figs / f"{name}.png").stat().st_size > 0
         assert f"smoke/{name}.png" in text
 
 
-def test_smoke_cells_store_the_highest_loss_test_images(tiny_smoke):
+def test_smoke_cells_store_the_highest_loss_test_images(smoke_run):
     from bench.data import load_taskset
 
-    tmp, suite, _ = tiny_smoke
+    suite = load_suite(smoke_run["suite"])
     test = load_taskset(suite.datasets[0]).test
     spec = make_spec("multiclass", name="quadrant", classes=4)
-    p = Store(tmp / "results", "smoke").predictions("synthetic__hard_share__seed0")
+    p = Store(smoke_run["results"], "smoke").predictions("synthetic__hard_share__seed0")
     idx, losses = p["gallery_index__quadrant"], p["gallery_loss__quadrant"]
     assert len(idx) == GALLERY_SIZE and np.all(np.diff(losses) <= 0)
     assert np.array_equal(p["gallery_x__quadrant"], test.x[torch.from_numpy(idx)].numpy())

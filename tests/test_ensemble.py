@@ -19,7 +19,7 @@ from bench.combine import combine_cell
 from bench.config import SuiteError, load_suite
 from bench.grid import expand, manifest
 from bench.record import Record
-from bench.report import write_report
+from bench.report import sections, write_report
 from bench.report.stats import delta_m
 from bench.runner import DataCache, identity, run_cell, run_cells
 from bench.store import Store
@@ -176,7 +176,7 @@ def test_bad_ensemble_entry_is_a_suite_error(tmp_path, entry, message):
         assert "valid: stl" in str(err.value)
 
 
-def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
+def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path, monkeypatch):
     suite = load_suite(SMOKE)
     cells = expand(suite)
     assert any(c.members for c in cells), "suites/smoke.yaml should hold an ensemble entry"
@@ -204,7 +204,8 @@ def test_smoke_report_has_delta_m_and_ensemble_section(tmp_path):
     assert "| synthetic | ensemble(of=hard_share,seeds=0+1) | brightness | mae" in text
     figure = tmp_path / "rep" / "smoke" / "ensemble_synthetic.png"
     assert figure.stat().st_size > 0 and "(smoke/ensemble_synthetic.png)" in text
-    # Without an STL entry the column is blank and a footnote says why.
+    # Without an STL entry the column is blank and a footnote says why (the summary is all this needs).
+    monkeypatch.setattr(sections, "SECTIONS", [sections.summary_tables])
     no_stl = dataclasses.replace(suite, strategies=tuple(s for s in suite.strategies if s.id != "stl"))
     text = write_report(tmp_path / "r", suite.name, tmp_path / "rep2", manifest=manifest(no_stl, cells)).read_text()
     assert "delta_m % ¹" in text and "no single-task strategy" in text

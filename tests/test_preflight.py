@@ -22,6 +22,11 @@ def _cells(tiny_suite, write_suite, **overrides):
     return expand(load_suite(write_suite(tiny_suite(**overrides))))
 
 
+@pytest.fixture(autouse=True)
+def _time_every_run(monkeypatch):
+    monkeypatch.setattr(P, "SHORT_RUN", 0)  # the tiny test suites would be too short to time
+
+
 def _console() -> tuple[Console, io.StringIO]:
     out = io.StringIO()
     return Console(file=out, width=300), out
@@ -46,8 +51,7 @@ def test_a_long_cpu_run_is_estimated_per_model_and_warned_about(tiny_suite, writ
                ("quadrant", "top", "brightness"): P.Timing(3.0, 0.0)}
     probed = []
     monkeypatch.setattr(P, "probe", lambda cell, data, device: probed.append(cell.name) or timings[cell.tasks])
-    monkeypatch.setattr(P, "DETAILED_ABOVE", 1.0)
-    monkeypatch.setattr(P, "LONG_RUN", 10.0)
+    monkeypatch.setattr(P, "LONG_RUN", 5.0)  # the first model alone extrapolates to 8 s: time them all
     console, out = _console()
     plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, console)
     # 1 epoch of 2 steps: STL cells 2 s each, the joint model 6 s; the first model, then the other one
@@ -120,3 +124,13 @@ def test_a_model_that_cannot_be_timed_leaves_the_run_to_report_it(tiny_suite, wr
     monkeypatch.setattr(P, "probe", probe)
     plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, _console()[0])
     assert plan.estimates == {c.name: 1.0 for c in cells}  # the model that trains lends its timing
+
+
+def test_a_short_run_is_not_timed(tiny_suite, write_suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "SHORT_RUN", 10_000)
+    monkeypatch.setattr(P, "probe", lambda *a: pytest.fail("a short run is not timed"))
+    cells = _cells(tiny_suite, write_suite, strategies=["stl", "hard_share"])
+    plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, _console()[0])
+    data = plan.datasets.get(cells[0].dataset)
+    assert sum(P.images(c, data) for c in cells) == 4 * (1 * (32 + 16) + 32)  # 320 images: short
+    assert plan.estimates == {}

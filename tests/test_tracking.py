@@ -7,6 +7,7 @@ import importlib.util
 import json
 import multiprocessing
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,13 +39,29 @@ def cells(tiny_suite, write_suite):
     return by_name["synthetic__hard_share__seed0"], by_name["synthetic__ensemble(of=hard_share,seeds=0+1)"]
 
 
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store whose schema is created once per session: its ~30 migrations take
+    seconds, and each test copies the file, so every test still has a store of its own."""
+    if not HAS_SQL:
+        pytest.skip("the sqlite store needs sqlalchemy and alembic (pip install 'mtl-bench[mlflow]')")
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def sqlite_folder(folder: Path, migrated_db: Path) -> Path:
+    """`folder` as `--mlflow` takes it (a sqlite store inside), holding a fresh copy of the migrated store."""
+    folder.mkdir(parents=True)
+    shutil.copy(migrated_db, folder / "mlflow.db")
+    return folder
+
+
 @pytest.fixture(params=["sqlite", "file"])
 def mlflow_target(request, tmp_path, monkeypatch):
     """An MLflow target in tmp_path: a plain folder (a sqlite store) or a file: URI (the legacy file store)."""
     if request.param == "sqlite":
-        if not HAS_SQL:
-            pytest.skip("the sqlite store needs sqlalchemy and alembic (pip install 'mtl-bench[mlflow]')")
-        return str(tmp_path / "mlflow")
+        return str(sqlite_folder(tmp_path / "mlflow", request.getfixturevalue("migrated_db")))
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses its file store without it
     return (tmp_path / "mlruns").as_uri()
 
@@ -309,14 +326,12 @@ def test_tracking_packages_are_imported_only_when_enabled():
     assert out.stdout.strip() == "[]"
 
 
-def test_bench_run_logs_every_cell_to_mlflow_and_tensorboard(tiny_suite, write_suite, tmp_path, capsys):
+def test_bench_run_logs_every_cell_to_mlflow_and_tensorboard(tiny_suite, write_suite, tmp_path, migrated_db):
     """The wiring end to end: `bench run --mlflow --tensorboard` on a tiny suite whose second cell fails."""
-    if not HAS_SQL:
-        pytest.skip("the sqlite store needs sqlalchemy and alembic (pip install 'mtl-bench[mlflow]')")
     raw = tiny_suite(strategies=["hard_share", {"name": "cross_stitch", "stitch_after": [9]}])  # 9: fails at build
     raw["train"]["epochs"] = 2
     path = write_suite(raw)
-    ml, tb = tmp_path / "mlflow", tmp_path / "tb"
+    ml, tb = sqlite_folder(tmp_path / "mlflow", migrated_db), tmp_path / "tb"
     roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--device", "cpu"]
     assert cli.main(["run", str(path), *roots, "--mlflow", str(ml), "--tensorboard", str(tb)]) == 1
 
