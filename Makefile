@@ -2,6 +2,7 @@
 # make test                      the test suite (CPU)
 # make validate SUITE=...        check a suite without running it
 # make report SUITE=...          rebuild the report from results/
+# make perf-cli                  time the commands where nothing trains (validate, a small run); a benchmark
 # make slurm-up / slurm-down      a one-node SLURM on this machine for the SLURM tests (root; installs it)
 # PYTHON=python3 uses an existing interpreter instead of .venv (e.g. a GPU machine without internet).
 SUITE ?= cifar_mtl
@@ -15,7 +16,7 @@ else
 SETUP :=
 endif
 
-.PHONY: bench test validate report perf clean-results slurm-up slurm-down slurm-status
+.PHONY: bench test validate report perf perf-cli clean-results slurm-up slurm-down slurm-status
 
 bench: $(SETUP)
 	$(PYTHON) -m bench run $(SUITE) $(ARGS)
@@ -37,6 +38,9 @@ $(VENV)/.installed: pyproject.toml
 
 perf: $(SETUP)
 	$(PYTHON) -m bench perf $(SUITE) $(ARGS)
+
+perf-cli: $(SETUP)
+	$(PYTHON) scripts/perf_cli.py $(ARGS)
 
 slurm-up:
 	scripts/slurm.sh up

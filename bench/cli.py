@@ -37,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         grid = expand(suite)
         cells = select(grid, getattr(args, "strategies", None), suite)
     except SuiteError as err:
-        # escape: messages quote types like dict[str, float], which rich would take for markup
-        console.print(f"[red]invalid suite[/red]: {escape(str(err))}", highlight=False)
-        return 2
+        return _refuse(console, "invalid suite", str(err))
     if args.command == "validate":
         console.print(f"{suite.path}: ok, {len(cells)} cells")
         for cell in cells:
             print(cell.name)
         return 0
+    if args.command in ("run", "perf") and args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command == "run":
         return _run(suite, grid, cells, args, console)
     if args.command == "perf":
@@ -54,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(r["status"] != "done" for r in rows) else 0
     _report(suite, grid, args, console)
     return 0
+
+
+def _refuse(console: Console, what: str, message: str) -> int:
+    """Print why nothing runs, in one red-labelled line; exit status 2."""
+    # escape: messages quote types like dict[str, float], which rich would take for markup
+    console.print(f"[red]{what}[/red]: {escape(message)}", highlight=False)
+    return 2
 
 
 def select(cells: list, ids: str | None, suite) -> list:
@@ -84,10 +93,10 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     try:
         tracker.check()
         plan = preflight(cells, store, device, console, force=args.force)
-    except (TrackingError, SizeError) as err:
-        label = "tracking" if isinstance(err, TrackingError) else f"invalid suite[/red]: {escape(suite.path)}:[red]"
-        console.print(f"[red]{label}[/red] {escape(str(err))}", highlight=False)
-        return 2
+    except TrackingError as err:
+        return _refuse(console, "tracking", str(err))
+    except SizeError as err:  # a size that does not fit the data: the suite's error, found once it loaded
+        return _refuse(console, "invalid suite", f"{suite.path}: {err}")
     the_manifest = manifest(suite, grid)
     store.write_manifest(the_manifest)  # the report reads the suite from here
     tracker.start_suite(suite.name, suite.description, the_manifest.to_json())
@@ -166,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--reports", default="reports", help="reports root (default: reports)")
         if name in ("run", "perf"):
             s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+            s.add_argument("--threads", type=int, help="CPU threads per operation (torch.set_num_threads); default: "
+                           "torch's, one per core. 1 is much faster for small models on a busy machine")
             s.add_argument("--strategies", help="comma-separated strategy ids: run only their cells")
         if name == "perf":
             s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")

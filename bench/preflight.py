@@ -8,10 +8,14 @@
    the CLI reports as a suite error (exit 2) before any cell trains. A dataset that cannot be loaded
    (its files are missing) is reported here, once, with the reason; its cells then fail with a
    one-line pointer to it instead of the same message again.
-3. On a CPU, an estimate, unless the run is short (SHORT_RUN images in all): a few training steps of
-   the first model are timed (`probe`) and the run extrapolated from them; when that comes out long (LONG_RUN), every distinct model of the run is
-   timed, and the total is printed with the command of a suite sized for a CPU. The estimates also feed the
-   progress bars (bench/progress.py). A GPU run is not timed ahead: its suites are sized for it.
+3. On a CPU, an estimate, unless the run is short (SHORT_RUN images in all): a few training steps
+   of the first model are timed (`probe`) and every cell extrapolated from them (its epochs, steps
+   and images); a run estimated longer than LONG_RUN also prints the command of a suite sized for
+   a CPU. Other models cost more or less per step (cross-stitch runs a column per task): the
+   estimates feed the progress bars (bench/progress.py), which scale them by how the finished
+   cells compared. Only one model is timed so that the warning comes within seconds even for a
+   suite sized for a GPU. A GPU run is not timed ahead: its suites are sized for it. A CPU busier
+   than it has cores gets a hint to use one thread per operation.
 
 Probing trains a throw-away model on the real data; each cell seeds itself when it starts, so no
 stored number depends on whether a probe ran.
@@ -30,7 +34,7 @@ from rich.console import Console
 
 from bench.data import SizeError, TaskSet
 from bench.grid import Cell
-from bench.progress import clock
+from bench.progress import duration
 from bench.record import RecordError
 from bench.runner import DataCache, epochs, failure_reason
 from bench.store import Store
@@ -38,7 +42,7 @@ from bench.store import Store
 PROBE_STEPS = 2  # training steps timed per model, after as many to warm up
 SHORT_RUN = 20_000  # images a run passes through its models (all epochs and evaluations) below which it is not timed
 PROBE_EVAL = 256  # validation images predicted to time evaluation
-LONG_RUN = 600.0  # s: a CPU run estimated longer times every distinct model, and warns with a CPU-sized command
+LONG_RUN = 600.0  # s: a CPU run estimated longer warns, with the command of a CPU-sized suite
 CPU_COMMAND = "make bench SUITE=smoke"  # the CPU-sized check of the whole pipeline (about 30 s on 2 cores)
 
 __all__ = ["Plan", "SizeError", "Timing", "describe_device", "preflight", "probe"]
@@ -65,8 +69,18 @@ def preflight(cells: list[Cell], store: Store, device: torch.device, console: Co
     plan = Plan(to_train=[c for c in cells if force or not _finished(store, c)], datasets=DataCache(device))
     _load(plan, console)
     if device.type == "cpu" and any(not c.members for c in plan.to_train):
+        _busy_hint(console)
         plan.estimates = _estimate(plan, device, console)
     return plan
+
+
+def _busy_hint(console: Console) -> None:
+    """On a CPU busier than it has cores, one thread per operation is several times faster for small
+    models (measured: the smoke suite's cells 63 s with 2 threads, 10 s with 1, at load 7 on 2 cores)."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if torch.get_num_threads() > 1 and load >= (os.cpu_count() or 1):
+        console.print(f"this CPU is busy (load average {load:.1f} on {os.cpu_count()} cores): --threads 1 trains small "
+                      "models several times faster here", highlight=False)
 
 
 def describe_device(device: torch.device) -> str:
@@ -103,37 +117,21 @@ def _load(plan: Plan, console: Console) -> None:
 
 
 def _estimate(plan: Plan, device: torch.device, console: Console) -> dict[str, float]:
-    """Seconds per cell to train, from the first model's timed steps, then every model's if the run is long.
-    A model that cannot be timed (its cells will fail on their own) takes the first model's timing."""
+    """Seconds per cell to train, from the timed steps of the first model that trains (the models of
+    a failing build are skipped: those cells fail on their own), printed with a warning when long."""
     cells = [c for c in plan.to_train if not c.members and _data(plan, c) is not None]
     if sum(images(c, _data(plan, c)) for c in cells) < SHORT_RUN:
         return {}  # seconds on any CPU for the models this harness has: not worth timing
-    models: dict[str, Cell] = {}
-    for c in cells:
-        models.setdefault(_model_signature(c), c)
-    timings: dict[str, Timing] = {}
-    for signature, cell in models.items():  # the first model that trains at all
-        if (timing := _probe(cell, plan, device)) is not None:
-            timings[signature] = timing
-            break
-    if not timings:
+    models = {_model_signature(c): c for c in reversed(cells)}  # the first cell of each model
+    timing = next((t for c in cells if models.get(_model_signature(c)) is c
+                   and (t := _probe(c, plan, device)) is not None), None)
+    if timing is None:
         return {}
-
-    def seconds() -> dict[str, float]:
-        first = next(iter(timings.values()))
-        return {c.name: cell_seconds(c, _data(plan, c), timings.get(_model_signature(c), first)) for c in cells}
-
-    estimates = seconds()
-    if sum(estimates.values()) > LONG_RUN and len(models) > 1:
-        for signature, cell in models.items():
-            if signature not in timings and (timing := _probe(cell, plan, device)) is not None:
-                timings[signature] = timing
-        estimates = seconds()
-    timed = len(timings)
+    estimates = {c.name: cell_seconds(c, _data(plan, c), timing) for c in cells}
     total = sum(estimates.values())
     load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
-    console.print(f"estimate on this CPU: about {clock(total)} for {len(cells)} cells to train (from the first "
-                  f"timed steps of {timed} model{'s' if timed > 1 else ''}{load})", highlight=False)
+    console.print(f"estimate on this CPU: about {duration(total)} for {len(cells)} cells to train (from the first "
+                  f"model's timed steps, {len(models)} distinct models{load})", highlight=False)
     if total > LONG_RUN:
         console.print(f"[yellow]This suite is long for a CPU[/yellow] (it is sized for a GPU: --device cuda). "
                       f"A CPU-sized check of the whole pipeline: {CPU_COMMAND} (about 30 s on 2 cores). "

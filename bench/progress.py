@@ -28,9 +28,22 @@ class TimeLeftColumn(ProgressColumn):
 
 
 def clock(seconds: float) -> str:
+    """h:mm:ss, as the bars show times."""
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+def duration(seconds: float) -> str:
+    """A span as a person reads it: "40 s", "12 min", "3 h 05 min", "7.8 days"."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        hours, minutes = divmod(int(round(seconds / 60)), 60)
+        return f"{hours} h {minutes:02d} min"
+    return f"{seconds / 86400:.1f} days"
 
 
 class RunProgress:

@@ -205,6 +205,7 @@ def provenance(device: torch.device) -> dict:
         # the installed version, not an import: importing torchvision costs ~2 s and a cell may not use it
         "torchvision": _version("torchvision"), "python": platform.python_version(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": torch.get_num_threads(),  # intra-op CPU threads (--threads): CPU results may differ between counts
         "cuda": torch.version.cuda if device.type == "cuda" else None, "host": platform.node(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

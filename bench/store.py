@@ -156,10 +156,16 @@ class Store:
         return read_record(path) if path.exists() else None
 
     def history(self, cell: str):
+        """The cell's history as a DataFrame, None when it has none; RecordError when it is damaged."""
         import pandas as pd
 
         path = self.cell_dir(cell) / HISTORY
-        return pd.read_csv(path) if path.exists() and path.stat().st_size else None
+        if not path.exists() or not path.stat().st_size:
+            return None
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+            raise RecordError(path, f"damaged ({str(err).strip()})") from None
 
     def predictions(self, cell: str) -> dict[str, np.ndarray] | None:
         path = self.cell_dir(cell) / PREDICTIONS

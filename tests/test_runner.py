@@ -204,3 +204,18 @@ def test_a_union_part_size_error_names_the_part(tiny_suite, write_suite, tmp_pat
                                                                            "val_size": 48}]}})
     assert cli.main(["run", str(write_suite(raw)), "--results", str(tmp_path / "results"), "--device", "cpu"]) == 2
     assert "datasets.both.union[1].val_size: 48 gives 48 validation images" in " ".join(capsys.readouterr().err.split())
+
+
+def test_threads_are_set_and_recorded(tiny_suite, write_suite, tmp_path, monkeypatch):
+    """`--threads` sets torch's CPU threads; every record keeps the count (CPU results may differ between
+    counts). A cell whose data is missing fails at once, with the provenance recorded all the same."""
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))
+    raw = tiny_suite(datasets={"mnist": {"subset": 64}})
+    before = torch.get_num_threads()
+    try:
+        code = cli.main(["run", str(write_suite(raw)), "--results", str(tmp_path), "--no-report", "--device", "cpu",
+                         "--threads", "2"])
+        assert code == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert Store(tmp_path, "tiny").record("mnist__hard_share__seed0").provenance["threads"] == 2

@@ -213,3 +213,16 @@ def test_damaged_files_of_either_schema_name_themselves(tmp_path):
     (legacy.cell_dir("b") / "predictions.npz").unlink()
     with pytest.raises(RecordError, match=r"/b/predictions\.npz: incomplete: no pred__class10"):
         legacy.is_done("b", "any key")
+
+
+def test_a_damaged_history_leaves_out_its_curve_with_a_note(tiny_suite, write_suite, tmp_path):
+    """Item 5's kind, for history.csv: the report names the file and keeps the cell's metrics."""
+    path = write_suite(tiny_suite(seeds=[0, 1]))
+    assert _cli("run", path, tmp_path, "--no-report") == 0
+    history = Store(tmp_path / "results", "tiny").cell_dir("synthetic__hard_share__seed1") / "history.csv"
+    history.write_bytes(b'epoch,train_loss\n1,0.5\n2,"unterminated\n')
+    assert _cli("report", path, tmp_path) == 0
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    assert f"> Note: curve left out, `{history}: damaged (Error tokenizing data" in text
+    row = next(line for line in text.split("## Results")[1].splitlines() if line.startswith("| hard_share"))
+    assert row.rstrip(" |").endswith("2")  # both seeds' metrics still count

@@ -175,6 +175,7 @@ def _worker(state: dict, tmp: str, cell_name: str, open_cell: str) -> None:
         raise SystemExit(1)
 
 
+@pytest.mark.parametrize("mlflow_target", ["sqlite"], indirect=True)  # the file store is read back in-process above
 def test_hooks_from_a_spawned_process_land_under_the_same_parent(mlflow_target, tmp_path):
     tracker = make_tracker(TrackingConfig(mlflow=mlflow_target, tensorboard=str(tmp_path / "tb")))
     tracker.check()

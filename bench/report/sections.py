@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from bench.kinds import TaskSpec
 from bench.kinds.classification import confusion
-from bench.record import Entry, Record
+from bench.record import Entry, Record, RecordError
 from bench.report import ReportData, now
 from bench.report import diagnostics as D
 from bench.report import figures
@@ -288,14 +288,18 @@ def _first_gallery(d: ReportData, cells: list[str], task: str, spec: TaskSpec) -
 
 
 def training_curves(d: ReportData) -> str:
-    parts = []
+    parts, damaged = [], []
     for ds, rows in d.rows.groupby("dataset", sort=False):
         specs = dataset_specs(d, ds)
         histories = {}
         for strategy, srows in rows.groupby("strategy", sort=False):
             frames = []
             for cell in srows.cell.unique():
-                h = d.store.history(cell)
+                try:
+                    h = d.store.history(cell)
+                except RecordError as err:  # its metrics stand; only its curve is left out
+                    damaged.append(f"> Note: curve left out, `{err}`")
+                    continue
                 if h is not None:
                     frames.append(h.assign(step=np.arange(1, len(h) + 1)))
             if frames:
@@ -307,7 +311,7 @@ def training_curves(d: ReportData) -> str:
     if not parts:
         return ""
     return "## Training curves\n\nTraining loss and the validation metric per epoch; a validation curve " \
-           "that falls while the training loss keeps dropping marks overfitting.\n\n" + "\n\n".join(parts)
+           "that falls while the training loss keeps dropping marks overfitting.\n\n" + "\n\n".join(parts + damaged)
 
 
 def ensembles(d: ReportData) -> str:
