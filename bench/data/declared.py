@@ -156,6 +156,6 @@ def targets(y: np.ndarray, spec: TaskSpec, n: int, where: str) -> torch.Tensor:
                          f"got {y.dtype} {y.shape}")
     bad = np.flatnonzero((y != np.round(y)) | (y < 0) | (y >= spec.classes))
     if len(bad):
-        raise ValueError(f"{where}: task {spec.name}, item {bad[0]}: label {y[bad[0]]!r} is not a class index "
+        raise ValueError(f"{where}: task {spec.name}, item {bad[0]}: label {y[bad[0]].item()!r} is not a class index "
                          f"in 0..{spec.classes - 1}")
     return torch.from_numpy(y.astype(np.int64))

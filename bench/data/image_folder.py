@@ -24,6 +24,7 @@ CSV's and the images' paths, sizes and modification times and the options.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def image_folder(root: Path, download: bool, *, folder: str = "", labels: str = 
     split = Split(arrays["x"], {t: arrays[t] for t in specs})
     stratify = next((t for t, s in specs.items() if s.kind != "regression"), None)
     if "split" in table:
-        test = torch.from_numpy((table["split"] == "test").to_numpy())
+        test = torch.tensor((table["split"] == "test").to_numpy())
         train, test = split.take(torch.nonzero(~test).squeeze(1)), split.take(torch.nonzero(test).squeeze(1))
     else:
         labels_ = split.y[stratify] if stratify else torch.zeros(len(split), dtype=torch.long)
@@ -115,6 +116,8 @@ def _decode(files: list[Path], table: pd.DataFrame, specs: dict, options: dict[s
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize
 
+    # torchvision >= 0.29 flags its decoders as deprecated (see bench/data/cifar.py, which keeps them too)
+    warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
     mode = ImageReadMode.RGB if options["channels"] == 3 else ImageReadMode.GRAY
     images = []
     for path in files:
