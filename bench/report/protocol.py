@@ -14,6 +14,7 @@ from collections import Counter
 import pandas as pd
 from tabulate import tabulate
 
+from bench.kinds import TaskSpec
 from bench.record import RecordError, stale_reason
 from bench.report import ReportData, task_rows
 from bench.report.stats import fmt_mean_std
@@ -24,13 +25,11 @@ def reference_comparison(d: ReportData) -> str:
     ref = d.manifest.reference
     if not ref.get("published") and not ref.get("tuned"):
         return ""
-    from bench.report.sections import dataset_specs  # late: sections imports this module's sections
-
     tuned_rows, tuned_note = _tuned_rows(d, ref.get("tuned"))
     published = ref.get("published", {})
     table = []
     for ds, rows in d.rows.groupby("dataset", sort=False):
-        for task, spec in dataset_specs(d, ds).items():
+        for task, spec in _specs(d, ds).items():
             scale, digits = spec.display
             col = f"test_{spec.primary}"
             for strategy, srows in rows[rows.task == task].groupby("strategy", sort=False):
@@ -52,6 +51,13 @@ def reference_comparison(d: ReportData) -> str:
         text += f" Published numbers: {ref['source'].strip()}."
     return text + (f" {tuned_note}" if tuned_note else "") + "\n\n" + \
         tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def _specs(d: ReportData, dataset: str) -> dict[str, TaskSpec]:
+    """The dataset's tasks in the manifest's order, each with its spec as a finished record stored it."""
+    stored = {t: s for r in d.records if r.dataset == dataset and r.status == "done" for t, s in r.specs.items()}
+    order = next((e.tasks for e in d.manifest.datasets if e.name == dataset), tuple(stored))
+    return {t: TaskSpec.from_dict(stored[t]) for t in order if t in stored}
 
 
 def _with_n(values: pd.Series, scale: float, digits: int) -> str:
