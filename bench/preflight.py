@@ -176,6 +176,7 @@ def probe(cell: Cell, data: TaskSet, device: torch.device, steps: int = PROBE_ST
     """Time `steps` training steps of the cell's model on its data and the prediction of PROBE_EVAL
     validation images, through the Trainer: two epochs of that, the first one a warm-up (joint
     training: a sequential strategy's distillation is not timed)."""
+    from bench.precision import apply as apply_numerics
     from bench.strategies import STRATEGIES
     from bench.train_cell import backbone_factory
     from bench.trainer import Trainer
@@ -186,6 +187,7 @@ def probe(cell: Cell, data: TaskSet, device: torch.device, steps: int = PROBE_ST
     n = min(len(data.train), cell.train.batch_size * steps)
     val = data.val.take(torch.arange(min(len(data.val), PROBE_EVAL), device=data.val.x.device))
     trainer = Trainer(cell.train, device, seed=0)
+    apply_numerics(trainer.numerics)  # as the cell will (precision, determinism): part of what is timed
     result = trainer.fit(model, dataclasses.replace(data, val=val), specs,
                          train=data.train.take(torch.arange(n, device=data.train.x.device)), epochs=2)
     measured = result.history[-1]["train_seconds"]  # the second epoch's steps: no warm-up in them

@@ -3,6 +3,7 @@ with a message that names the file, the key path and what would have been valid.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import typing
@@ -227,12 +228,26 @@ def _settings() -> list[tuple[str, object]]:
     return [("train", TrainConfig), ("datasets.<name>", DatasetConfig)] + plugins
 
 
+# Mappings whose keys have ranges of their own, checked by their module (train.plateau.factor in (0, 1), ...):
+# the test below makes sure each refuses an out-of-range value.
+OWN_CHECKS = {("train", "plateau"): ("bench.schedules", "check_plateau", {"factor": 2.0}),
+              ("train", "early_stopping"): ("bench.schedules", "check_early_stopping", {"patience": 0})}
+
+
 @pytest.mark.parametrize("where, declared", _settings(), ids=[w for w, _ in _settings()])
 def test_every_numeric_setting_declares_its_range(where, declared):
     """Item 2: a setting that takes a number says which numbers (`Annotated[..., Range(...)]`), so a
     new setting without one fails here; the loader checks every value against it."""
-    missing = [n for n, h in param_hints(declared).items() if _numeric(h) and not unannotated(h)[1]]
+    missing = [n for n, h in param_hints(declared).items()
+               if _numeric(h) and not unannotated(h)[1] and (where, n) not in OWN_CHECKS]
     assert not missing, f"{where}: numeric settings without a Range: {missing}"
+
+
+@pytest.mark.parametrize("setting", OWN_CHECKS, ids=".".join)
+def test_settings_with_their_own_checks_refuse_out_of_range_values(setting):
+    module, name, bad = OWN_CHECKS[setting]
+    with pytest.raises(ValueError, match=f"^{next(iter(bad))}: "):
+        getattr(importlib.import_module(module), name)(bad)
 
 
 @pytest.mark.parametrize("text, inside, outside", [

@@ -210,7 +210,7 @@ def test_threads_are_set_and_recorded(tiny_suite, write_suite, tmp_path, monkeyp
     """`--threads` sets torch's CPU threads; every record keeps the count (CPU results may differ between
     counts). A cell whose data is missing fails at once, with the provenance recorded all the same."""
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-data"))
-    raw = tiny_suite(datasets={"mnist": {"subset": 64}})
+    raw = tiny_suite(datasets={"cifar10": {"subset": 64}})
     before = torch.get_num_threads()
     try:
         code = cli.main(["run", str(write_suite(raw)), "--results", str(tmp_path), "--no-report", "--device", "cpu",
@@ -218,4 +218,4 @@ def test_threads_are_set_and_recorded(tiny_suite, write_suite, tmp_path, monkeyp
         assert code == 1 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert Store(tmp_path, "tiny").record("mnist__hard_share__seed0").provenance["threads"] == 2
+    assert Store(tmp_path, "tiny").record("cifar10__hard_share__seed0").provenance["threads"] == 2
