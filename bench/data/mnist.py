@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import Pool, Split, cached, carve, dataset
+from bench.data import Pool, Split, cached, carve, dataset, files_key
 from bench.kinds.classification import Binary, Multiclass
 
 FILES = {
@@ -43,7 +43,7 @@ def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
             + ", ".join(str(d) for d in folders(root))
             + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
         )
-    key = "mnist:" + ":".join(f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in paths.values())
+    key = "mnist:" + files_key(paths.values())
     arrays = cached(root, "mnist", key, lambda: {k: torch.from_numpy(read_idx(p)) for k, p in paths.items()})
     test = _split(arrays["test_x"], arrays["test_y"])
     notes = []
