@@ -55,14 +55,17 @@ class Trainer:
     # ---- public API -------------------------------------------------------------------------
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
             train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
-            lr_factors: dict[str, float] | None = None, stage: str = "") -> FitResult:
-        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`."""
+            lr_factors: dict[str, float] | None = None, stage: str = "", lr: float | None = None) -> FitResult:
+        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`.
+
+        lr_factors: `param_groups()` name or name prefix ("shared" covers "shared/neck") -> factor of
+        the peak learning rate `lr` (default: the config's); 0 leaves a group out of the optimizer."""
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
         images_per_epoch = min(steps_per_epoch * cfg.batch_size, len(train))  # a batch larger than train holds all of it
         graph = self._use_graph(extra_loss)
-        opt = self._optimizer(model, lr_factors or {}, capturable=graph)
+        opt = self._optimizer(model, lr_factors or {}, capturable=graph, lr=cfg.lr if lr is None else lr)
         base_lrs = [float(g["lr"]) for g in opt.param_groups]
         lr_at = self._schedule(epochs * steps_per_epoch, steps_per_epoch)
         norm = self.normaliser(data)
@@ -235,24 +238,27 @@ class Trainer:
     def _weight(self, task: str) -> float:
         return float(self.cfg.loss_weights.get(task, 1.0))
 
-    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False,
+                   lr: float | None = None) -> torch.optim.Optimizer:
         cfg = self.cfg
+        peak = cfg.lr if lr is None else lr
 
-        def lr(factor: float):  # a graph replays with device-side learning rates it can read
-            return torch.tensor(cfg.lr * factor, device=self.device) if capturable else cfg.lr * factor
+        def group_lr(factor: float):  # a graph replays with device-side learning rates it can read
+            return torch.tensor(peak * factor, device=self.device) if capturable else peak * factor
 
-        groups = [{"params": ps, "lr": lr(lr_factors.get(name, 1.0)), "name": name}
-                  for name, ps in model.param_groups().items() if ps and lr_factors.get(name, 1.0) > 0]
+        factors = {name: group_factor(name, lr_factors) for name in model.param_groups()}
+        groups = [{"params": ps, "lr": group_lr(factors[name]), "name": name}
+                  for name, ps in model.param_groups().items() if ps and factors[name] > 0]
         if cfg.optimizer == "sgd":
             kw = {"fused": True} if self.cuda else {"foreach": False}
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+            return torch.optim.SGD(groups, lr=peak, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **kw)
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         if capturable:
             kw = {"foreach": True, "capturable": True}
         else:
             kw = {"fused": True} if self.cuda else {"foreach": False}
-        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+        return cls(groups, lr=peak, weight_decay=cfg.weight_decay, **kw)
 
     def _schedule(self, total: int, per_epoch: int) -> Callable[[int], float]:
         cfg = self.cfg
@@ -286,6 +292,17 @@ class Trainer:
         if self.cuda:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def group_factor(name: str, factors: dict[str, float]) -> float:
+    """The learning-rate factor of parameter group `name`: the entry for the name itself, else for its
+    longest "/"-prefix ("shared/late" -> "shared"), else 1.0."""
+    parts = name.split("/")
+    for k in range(len(parts), 0, -1):
+        prefix = "/".join(parts[:k])
+        if prefix in factors:
+            return float(factors[prefix])
+    return 1.0
 
 
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
