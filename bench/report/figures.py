@@ -190,3 +190,40 @@ def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[l
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+CLASS_COLOURS = plt.get_cmap("tab10")  # class c of boxes, mask value c (c - 1: 0 is background)
+
+
+def dense_examples(path: Path, title: str, images: np.ndarray, rows: dict[str, list], label) -> Path:
+    """One row per entry of `rows` (the truth first, then one per strategy: `kinds.Drawing`s), one column
+    per example image (k, C, H, W) uint8: the image in grey with the row's class map painted over it
+    (background clear) and its boxes drawn, labelled label(class) and their score when they have one."""
+    k = len(images)
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.6 * k + 0.6, 1.75 * len(rows)), squeeze=False)
+    for r, (name, drawings) in enumerate(rows.items()):
+        for ax, image, drawing in zip(axes[r], images, drawings):
+            _draw(ax, image, drawing, label)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _draw(ax, image: np.ndarray, drawing, label) -> None:
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    if drawing.mask is not None:
+        m = drawing.mask.astype(int)
+        colours = CLASS_COLOURS((m - 1) % 10)
+        colours[..., 3] = np.where(m > 0, 0.6, 0.0)
+        ax.imshow(colours, interpolation="nearest")
+    for row in drawing.boxes if drawing.boxes is not None else []:
+        x1, y1, x2, y2, cls = *row[:4], int(row[-1])
+        colour = CLASS_COLOURS(cls % 10)
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2, edgecolor=colour))
+        ax.text(x1, y1 - 1, label(cls) + (f" {row[4]:.2f}" if len(row) == 6 else ""), fontsize=5, color="white",
+                va="bottom", bbox={"facecolor": colour, "pad": 0.5, "lw": 0})
+    ax.set_xticks([])
+    ax.set_yticks([])
