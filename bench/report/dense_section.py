@@ -27,7 +27,8 @@ INTRO = ("Per-class scores of the dense tasks on the test set (segmentation: IoU
 def dense_tasks(d: ReportData) -> str:
     parts = []
     for ds, task, spec, trows in _tasks(d, lambda s: "dense_per_class" in s.panels or "dense_examples" in s.panels):
-        cells = _strategy_cells(trows)
+        rank = {e.id: i for i, e in enumerate(d.manifest.strategies)}  # the suite's strategy order
+        cells = dict(sorted(_strategy_cells(trows).items(), key=lambda item: rank.get(item[0], len(rank))))
         blocks = [f"### {ds} / {task}"]
         if "dense_per_class" in spec.panels:
             blocks.append(_per_class_table(d, task, spec, cells))
