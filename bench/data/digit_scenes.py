@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from bench.data import Pool, Split, cached, dataset, files_key, source_digest
-from bench.data.mnist import FILES, find_files, folders, read_idx
+from bench.data.mnist import find_files, locate, read_idx
 from bench.kinds.detection import Detection
 from bench.kinds.segmentation import Segmentation
 
@@ -212,18 +212,7 @@ def load_sources(root: Path, download: bool = False, *, test_fraction: float = 0
     two test halves; otherwise the 10,000-image test set alone is split by `test_fraction`. Files
     are found as the `mnist` dataset finds them; `download` uses torchvision's MNIST download.
     """
-    paths = find_files(root)
-    if download and len(paths) < len(FILES):
-        import torchvision
-
-        torchvision.datasets.MNIST(str(root), train=True, download=True)
-        paths = find_files(root)
-    if "test_x" not in paths or "test_y" not in paths:
-        raise FileNotFoundError(
-            f"MNIST not found (digit_scenes needs it): looked for {FILES['test_x']}[.gz] and {FILES['test_y']}[.gz] in "
-            + ", ".join(str(d) for d in folders(root))
-            + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
-        )
+    paths = locate(root, download, needed_by="digit_scenes")
     test = read_idx(paths["test_x"]), read_idx(paths["test_y"]).astype(np.int64)
     if "train_x" in paths and "train_y" in paths:
         train = read_idx(paths["train_x"]), read_idx(paths["train_y"]).astype(np.int64)

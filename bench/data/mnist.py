@@ -31,18 +31,7 @@ SPLIT_SEED = 0  # the fixed split of the test set when it is the whole pool
 def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
     if not 0 < test_fraction < 1:
         raise ValueError(f"datasets.mnist.options.test_fraction: {test_fraction} must lie strictly between 0 and 1")
-    paths = find_files(root)
-    if download and len(paths) < len(FILES):
-        import torchvision
-
-        torchvision.datasets.MNIST(str(root), train=True, download=True)
-        paths = find_files(root)
-    if "test_x" not in paths or "test_y" not in paths:
-        raise FileNotFoundError(
-            f"MNIST not found: looked for {FILES['test_x']}[.gz] and {FILES['test_y']}[.gz] in "
-            + ", ".join(str(d) for d in folders(root))
-            + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
-        )
+    paths = locate(root, download)
     key = "mnist:" + files_key(paths.values())
     arrays = cached(root, "mnist", key, lambda: {k: torch.from_numpy(read_idx(p)) for k, p in paths.items()})
     test = _split(arrays["test_x"], arrays["test_y"])
@@ -60,6 +49,25 @@ def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
         specs={"digit": Multiclass(name="digit", classes=10, class_names=tuple("0123456789")),
                "parity": Binary(name="parity", class_names=("even", "odd"))},
     )
+
+
+def locate(root: Path, download: bool, needed_by: str = "") -> dict[str, Path]:
+    """`find_files`, after torchvision's download of what is missing when `download`; FileNotFoundError
+    naming every folder looked in when not even the test set is there (`needed_by`: the dataset that
+    reads MNIST, for the message)."""
+    paths = find_files(root)
+    if download and len(paths) < len(FILES):
+        import torchvision
+
+        torchvision.datasets.MNIST(str(root), train=True, download=True)
+        paths = find_files(root)
+    if "test_x" not in paths or "test_y" not in paths:
+        raise FileNotFoundError(
+            f"MNIST not found{f' ({needed_by} needs it)' if needed_by else ''}: looked for {FILES['test_x']}[.gz] "
+            f"and {FILES['test_y']}[.gz] in " + ", ".join(str(d) for d in folders(root))
+            + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
+        )
+    return paths
 
 
 def folders(root: Path) -> list[Path]:
