@@ -161,6 +161,9 @@ class SequentialLwF(HardShare):
     lr_current_head: float = 1.0
     lr_old_heads: float = 1.0  # the heads being distilled
     lr_groups: dict[str, float] = field(default_factory=dict)  # finer groups, e.g. {shared/late: 1.0} (onehead)
+    # from the second stage on, batch norm keeps the first stage's statistics (a new task's images,
+    # and the replayed ones, would otherwise shift what the earlier heads were trained on)
+    freeze_norm: bool = False
     disjoint: bool = False  # stages train on disjoint slices of the train split, not the same images
     stage_epochs: int | list[int] | None = None  # epochs, for every stage or one per stage; None: train.epochs
     stage_lr: float | list[float] | None = None  # peak lr, for every stage or one per stage; None: train.lr
@@ -217,7 +220,7 @@ class SequentialLwF(HardShare):
             stages.append(trainer.fit(model, data, {task: specs[task]}, train=trains[k],
                                       epochs=self.per_stage("stage_epochs", k), lr=self.per_stage("stage_lr", k),
                                       extra_loss=distiller, lr_factors=self.lr_factors(order, k),
-                                      stage=f"{k + 1}:{task}"))
+                                      freeze_norm=self.freeze_norm and k > 0, stage=f"{k + 1}:{task}"))
             test = trainer.evaluate(model, data, data.test, specs)
             R.append([test[t][specs[t].primary] for t in order])
             if self.replay:
@@ -273,10 +276,6 @@ class SequentialLwF(HardShare):
             raise ValueError(f"lr_groups: {unknown} name no parameter group of this model; its groups: {', '.join(names)}")
 
 
-def _as_list(value) -> list:
-    return [] if value is None else value if isinstance(value, list) else [value]
-
-
 @STRATEGIES.register("sequential_finetune")
 @dataclass(frozen=True, kw_only=True)
 class SequentialFinetune(SequentialLwF):
@@ -312,15 +311,12 @@ class Distiller:
     def __call__(self, model: nn.Module, x: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.replay is not None:
             idx = torch.randint(len(self.replay), (self.batch_size,), device=self.replay.device, generator=self.gen)
-            x = self.norm(self.replay[idx])
-            out = None
-        features = teacher_features = None
-        if self.feature_weight:
+            x, out = self.norm(self.replay[idx]), None
+        features = {}
+        if out is None or self.feature_weight:  # the student on the replayed batch, or its features too
             out, features = model.forward_features(x)
-        elif out is None:
-            out = model(x)
         with torch.no_grad():
-            target, teacher_features = self.teacher.forward_features(x) if self.feature_weight else (self.teacher(x), None)
+            target, teacher_features = self.teacher.forward_features(x)
         terms = [w * self.specs[t].distill(out[t], target[t], self.temperatures[t]) for t, w in self.weights.items()]
         if self.feature_weight:
             terms.append(self.feature_weight * torch.stack([
@@ -338,3 +334,8 @@ def replay_buffer(split: Split, n: int, seed: int) -> torch.Tensor:
     """n inputs (all if fewer) drawn without replacement from `split`: (n, C, H, W) uint8."""
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
     return split.x[idx.to(split.x.device)]
+
+
+def _as_list(value) -> list:
+    """A per-stage parameter's values: [] for None, a list as it is, a scalar as [scalar]."""
+    return [] if value is None else value if isinstance(value, list) else [value]

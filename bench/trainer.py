@@ -55,11 +55,14 @@ class Trainer:
     # ---- public API -------------------------------------------------------------------------
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
             train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
-            lr_factors: dict[str, float] | None = None, stage: str = "", lr: float | None = None) -> FitResult:
+            lr_factors: dict[str, float] | None = None, stage: str = "", lr: float | None = None,
+            freeze_norm: bool = False) -> FitResult:
         """Train `model` on `train` (default: data.train) for the supervised losses of `specs`.
 
         lr_factors: `param_groups()` name or name prefix ("shared" covers "shared/neck") -> factor of
-        the peak learning rate `lr` (default: the config's); 0 leaves a group out of the optimizer."""
+        the peak learning rate `lr` (default: the config's); 0 leaves a group out of the optimizer.
+        freeze_norm: batch-norm layers normalise with their running statistics and keep them (their
+        affine weights still train), so this fit's data cannot shift what earlier fits normalised with."""
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
@@ -72,13 +75,14 @@ class Trainer:
         weights = torch.tensor([self._weight(t) for t in specs], device=self.device)
         sums = torch.zeros(len(specs) + 2, device=self.device)  # per-task losses, extra, total
         step = self._step_fn(model, specs, opt, extra_loss, weights, sums, graph)
-        if graph:
+        if graph:  # captured in training mode: the model may come in eval mode (a previous stage's evaluation)
+            train_mode(model, freeze_norm)
             step = self._graphed(step, model, opt, train, specs, norm)
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
             sums.zero_()
-            self._train_epoch(model, train, specs, data, norm, step, steps_per_epoch,
+            self._train_epoch(model, train, specs, data, norm, step, steps_per_epoch, freeze_norm,
                               lambda i, e=epoch: set_lr(opt, base_lrs, lr_at((e - 1) * steps_per_epoch + i)))
             seconds = self._now() - t0
             train_seconds += seconds
@@ -119,8 +123,8 @@ class Trainer:
         return result
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, data, norm, step, steps, set_step_lr) -> None:
-        model.train()
+    def _train_epoch(self, model, train, specs, data, norm, step, steps, freeze_norm, set_step_lr) -> None:
+        train_mode(model, freeze_norm)
         bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
         # small ones per step; a step is then a slice, forward/backward and the update.
@@ -292,6 +296,15 @@ class Trainer:
         if self.cuda:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def train_mode(model: nn.Module, freeze_norm: bool = False) -> None:
+    """model.train(), with its batch-norm layers left in eval mode when `freeze_norm`."""
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def group_factor(name: str, factors: dict[str, float]) -> float:

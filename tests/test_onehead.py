@@ -174,3 +174,24 @@ def test_smoke_onehead_report_has_dense_tables_examples_and_forgetting(onehead_r
     assert "scenes composed from real MNIST digits" in report and "| seg mIoU %" in report
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (onehead_run["reports"] / link).read_bytes().startswith(b"\x89PNG"), link
+
+
+def test_freeze_norm_keeps_batch_norm_statistics_while_the_rest_learns():
+    from bench.data import Split, TaskSet
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (32, 1, 64, 64), dtype=torch.uint8)
+    split = Split(x, {"clothing": torch.arange(32) % 10})
+    data = TaskSet(name="t", train=split, val=split, test=split, specs={"clothing": SEED003["clothing"]},
+                   mean=(0.5,), std=(0.25,))
+    model = MultiHeadNet(BACKBONES.get("onehead")(BackboneContext(in_channels=1, image_size=64)),
+                         {"clothing": SEED003["clothing"]})
+    trainer = Trainer(TrainConfig(epochs=1, batch_size=16, optimizer="adamw", lr=1e-2, crop_pad=0, flip=False),
+                      torch.device("cpu"), seed=0)
+    bn = model.backbone.stages[0][1]  # the stem's BatchNorm2d
+    before = (bn.running_mean.clone(), bn.weight.detach().clone())
+    trainer.fit(model, data, {"clothing": SEED003["clothing"]}, freeze_norm=True)
+    assert torch.equal(bn.running_mean, before[0]) and bn.num_batches_tracked == 0  # never updated
+    assert not torch.equal(bn.weight, before[1])  # its affine weight trained
+    trainer.fit(model, data, {"clothing": SEED003["clothing"]})
+    assert not torch.equal(bn.running_mean, before[0]) and bn.num_batches_tracked == 2
