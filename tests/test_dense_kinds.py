@@ -268,7 +268,7 @@ def test_the_trainers_augmentation_moves_dense_targets_through_their_kinds():
     specs = {"seg": make_spec("segmentation", name="seg", classes=3),
              "det": make_spec("detection", name="det", classes=2, image_size=24)}
     trainer = Trainer(TrainConfig(crop_pad=4, flip=True), torch.device("cpu"), seed=3)
-    out, y = trainer._augment(x, {"seg": x[:, 0].long(), "det": boxes}, specs, SimpleNamespace(flip_labels=None))
+    out, y = trainer._crop_flip(x, {"seg": x[:, 0].long(), "det": boxes}, specs, SimpleNamespace(label_maps={}))
     assert not torch.equal(out, x) and torch.equal(y["seg"], out[:, 0].long())  # the mask is the drawn objects
     assert_boxes_frame_pixels(out, y["det"])
 

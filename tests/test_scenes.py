@@ -251,7 +251,7 @@ def test_digit_scenes_dataset_labels_each_task_on_scenes_of_its_own_digits(tmp_p
     assert len(data.train) == 50 and seg.sum() == det.sum() == 25 and not (seg & det).any() and (seg | det).all()
     assert data.val.labelled["seg"].sum() == 5 and len(data.test) == 24 and data.test.labelled["det"].sum() == 12
     x, masks, boxes = data.train.x[:, 0], data.train.y["seg"], data.train.y["det"]
-    assert masks.dtype == torch.uint8 and masks.shape == (50, 48, 48) and boxes.shape == (50, 4, 5)
+    assert masks.dtype == torch.int64 and masks.shape == (50, 48, 48) and boxes.shape == (50, 4, 5)
     assert torch.equal(masks[seg] > 0, x[seg] >= ds.FOREGROUND) and (masks[det] == 0).all()  # placeholders
     assert (boxes[seg][..., 4] == -1).all() and (boxes[det][:, 0, 4] >= 0).all()
     assert data.specs["det"].image_size == 48 and data.specs["seg"].classes == 11

@@ -6,6 +6,8 @@ the source digits (`split_sources`) and a reader of those sources (`load_sources
 come from disjoint halves of the source digits and are labelled on separate scenes: a `seg` scene
 carries only its mask, a `det` scene only its boxes (partial labels, `Split.labelled`), and test
 scenes are built only from digits no training scene uses. Generated scenes are cached per options.
+A mirrored digit is not a digit: suites on these scenes set `flip: false` (masks and boxes would
+move with the pixels, but no label map can say what a mirrored 7 is).
 
 How a scene is made, from a numpy Generator seeded with (seed, stream):
 - draw the number of digits, uniform in [min_digits, max_digits], and that many source digits
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 
 from bench.data import Pool, Split, cached, dataset, files_key, source_digest
-from bench.data.mnist import find_files, locate, read_idx
+from bench.data.mnist import find_files, mnist_files, read_idx
 from bench.kinds.detection import Detection
 from bench.kinds.segmentation import Segmentation
 
@@ -212,7 +214,7 @@ def load_sources(root: Path, download: bool = False, *, test_fraction: float = 0
     two test halves; otherwise the 10,000-image test set alone is split by `test_fraction`. Files
     are found as the `mnist` dataset finds them; `download` uses torchvision's MNIST download.
     """
-    paths = locate(root, download, needed_by="digit_scenes")
+    paths = mnist_files(root, download, needed_by="digit_scenes")
     test = read_idx(paths["test_x"]), read_idx(paths["test_y"]).astype(np.int64)
     if "train_x" in paths and "train_y" in paths:
         train = read_idx(paths["train_x"]), read_idx(paths["train_y"]).astype(np.int64)
@@ -238,7 +240,7 @@ def digit_scenes(root: Path, download: bool, *, canvas: int = CANVAS, n_train: i
                  max_overlap: float = MAX_OVERLAP, test_fraction: float = 0.2, seed: int = 0) -> Pool:
     """n_train training and n_test test scenes per task (seg, det), each task from its own source digits.
 
-    Masks are (N, canvas, canvas) uint8 (0 background, d + 1 for digit d); boxes (N, max_digits, 5)
+    Masks are (N, canvas, canvas) int64 (0 background, d + 1 for digit d); boxes (N, max_digits, 5)
     float32 as `generate_scenes` gives them. The rest of the options go to `generate_scenes` and
     `load_sources`; `seed` draws the source split and every scene.
     """
@@ -269,7 +271,7 @@ def _scenes(sources: dict[str, tuple[np.ndarray, np.ndarray]], n_train: int, n_t
         s = generate_scenes(digits, labels, n_train if name.endswith("train") else n_test, stream=stream, **options)
         out[f"{name}_x"] = s["x"]
         if name.startswith("seg"):
-            out[f"{name}_mask"] = s["mask"].to(torch.uint8)
+            out[f"{name}_mask"] = s["mask"]
         else:
             out[f"{name}_boxes"] = s["boxes"]
     return out

@@ -1,6 +1,8 @@
 """`fashion_mnist`: the real Fashion-MNIST (Xiao et al. 2017; 10 clothing classes), read from idx files,
 and placed on the scene canvas so seed 003's three tasks share one image size. Registered as the
 dataset `fashion_mnist` with one task, `clothing` (multiclass); the decoded files are cached.
+Label maps: a mirrored or slightly rotated garment is the same garment (hflip and rotate keep the
+label); vertical flips and quarter turns are not declared.
 
 Reads torchvision's file names (`train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, ..., each plain
 or `.gz`) from the first of `root/fashion-mnist`, `root/FashionMNIST/raw` (torchvision's layout),
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.augment import keep
 from bench.data import Pool, Split, cached, dataset, files_key, source_digest
 from bench.data.mnist import FILES, read_idx
 from bench.kinds.classification import Multiclass
@@ -90,7 +93,7 @@ def place_on_canvas(images: torch.Tensor, canvas: int, *, seed: int | None = 0, 
     return out
 
 
-@dataset("fashion_mnist", tasks={"clothing": "multiclass"})
+@dataset("fashion_mnist", tasks={"clothing": "multiclass"}, label_maps={"clothing": {"hflip": keep, "rotate": keep}})
 def fashion_mnist(root: Path, download: bool, *, canvas: int = 64, seed: int | None = 0) -> Pool:
     """The 60,000 training and 10,000 test images, each on a black `canvas` px square at a seeded random
     position (`place_on_canvas`; seed null centres them). Suites take a stratified `subset` of them."""

@@ -6,7 +6,8 @@ holds it; with `download: true` and files missing, uses torchvision's download i
 When only the 10,000-image test set is there, that set is the whole pool, split deterministically
 (stratified by digit) into train and test by `test_fraction`, and the report says so.
 
-Mirrored digits are not digits: suites on this dataset set `flip: false`.
+Label maps: none. A mirrored or turned digit is not a digit (6 / 9), so the augmentation pipeline
+refuses flips and quarter turns here; small rotations need the op's `label_invariant: true`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ SPLIT_SEED = 0  # the fixed split of the test set when it is the whole pool
 def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
     if not 0 < test_fraction < 1:
         raise ValueError(f"datasets.mnist.options.test_fraction: {test_fraction} must lie strictly between 0 and 1")
-    paths = locate(root, download)
+    paths = mnist_files(root, download)
     key = "mnist:" + files_key(paths.values())
     arrays = cached(root, "mnist", key, lambda: {k: torch.from_numpy(read_idx(p)) for k, p in paths.items()})
     test = _split(arrays["test_x"], arrays["test_y"])
@@ -51,10 +52,9 @@ def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
     )
 
 
-def locate(root: Path, download: bool, needed_by: str = "") -> dict[str, Path]:
-    """`find_files`, after torchvision's download of what is missing when `download`; FileNotFoundError
-    naming every folder looked in when not even the test set is there (`needed_by`: the dataset that
-    reads MNIST, for the message)."""
+def mnist_files(root: Path, download: bool, needed_by: str = "") -> dict[str, Path]:
+    """The idx files found (see `find_files`), after torchvision's download when allowed and some are
+    missing; FileNotFoundError listing every folder looked in when the test set is not there."""
     paths = find_files(root)
     if download and len(paths) < len(FILES):
         import torchvision

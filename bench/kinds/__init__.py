@@ -150,7 +150,7 @@ class TaskSpec:
 
     def flip_target(self, target: torch.Tensor, flipped: torch.Tensor, width: int) -> torch.Tensor:
         """Targets after mirroring the images where `flipped` (B,) bool is set. Labels that depend on
-        orientation are the dataset's business (Pool.flip_labels); geometry is the kind's."""
+        orientation are the dataset's business (its label maps, bench/augment); geometry is the kind's."""
         return target
 
     def crop_target(self, target: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
