@@ -184,7 +184,8 @@ def record_lost(cell: Cell, store: Store, reason: str, *, wait_s: float = 0.0) -
             attempt.append_log(f"--- the log of the lost attempt {name}:\n{text}")
         attempt.append_log(reason)
         store.finish(attempt, Record(**identity(cell), status="failed", reason=reason, key=cell.key,
-                                     config=cell.resolved(), code=cell.code(), provenance=provenance(torch.device("cpu"))))
+                                     config=cell.resolved(), code=cell.code(),
+                                     provenance=provenance(torch.device("cpu"))))
         return True
     finally:
         lock.release()

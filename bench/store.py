@@ -249,7 +249,8 @@ class Store:
         for cell in sorted({_attempt_cell(p.name) for p in self.attempts_dir.iterdir()}):
             lock = self.lock(cell)
             if not lock.try_acquire():
-                lines.append(f"{cell}: left its attempt alone; a live run holds the cell ({lock.holder() or 'starting'})")
+                holder = lock.holder() or "starting"
+                lines.append(f"{cell}: left its attempt alone; a live run holds the cell ({holder})")
                 continue
             try:
                 lines += self.recover_cell(cell)

@@ -70,8 +70,8 @@ def test_requests_no_node_can_meet_are_refused(cfg, message):
 
 def test_no_reachable_controller_exits_2_before_training(tiny_suite, write_suite, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(S.shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    down = subprocess.CompletedProcess(["scontrol", "ping"], 1, "",
-                                       "slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)")
+    down = subprocess.CompletedProcess(
+        ["scontrol", "ping"], 1, "", "slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)")
     monkeypatch.setattr(S, "_run", lambda command: down)
     results = tmp_path / "results"
     assert cli.main(["run", str(write_suite(tiny_suite())), "--results", str(results), "--executor", "slurm"]) == 2
@@ -152,7 +152,8 @@ def test_a_suite_through_slurm_stores_what_an_inline_run_stores(smoke_run, slurm
     err = " ".join(capsys.readouterr().err.split())
     assert code == 1 and len(cancelled) == 2, err
     assert err.count("submitted") == 2  # two waves: the trained cells, then the ensemble
-    same = ["synthetic__hard_share__seed0", "synthetic__hard_share__seed1", "synthetic__ensemble(of=hard_share,seeds=0+1)"]
+    same = ["synthetic__hard_share__seed0", "synthetic__hard_share__seed1",
+            "synthetic__ensemble(of=hard_share,seeds=0+1)"]
     assert_same_results(Store(smoke_run["results"], "smoke"), store, same)
     for cell, job in zip(slow, cancelled):
         record = store.record(cell)

@@ -18,6 +18,8 @@ from bench.train_cell import pick_device
 
 
 class Inline:
+    """The cells in this process, one after another, sharing one DataCache across the run's waves."""
+
     name = "inline"
 
     def __init__(self) -> None:

@@ -66,6 +66,9 @@ def parse_gpus(text: str | None) -> tuple[int, ...]:
 
 
 class LocalPool:
+    """`workers` spawned worker processes, each optionally pinned to one of `gpus` (see the module
+    docstring); ExecutorError from the constructor when the options cannot work on this machine."""
+
     name = "local"
 
     def __init__(self, workers: int, gpus: tuple[int, ...] = (), device: str = "auto"):
@@ -111,7 +114,8 @@ class LocalPool:
     def _slot(self, slot: int, threads: int | None) -> ProcessPoolExecutor:
         if self._slots[slot] is None:
             gpu = self._ids[self.gpus[slot % len(self.gpus)]] if self.gpus else None
-            self._slots[slot] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            self._slots[slot] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_start_worker,
                                                     initargs=(self._events, gpu, threads or self._threads))
         return self._slots[slot]
 

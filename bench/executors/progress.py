@@ -56,7 +56,8 @@ class Screen:
             self._progress.remove_task(self._bars.pop(event.cell))
         self.counts[outcome.status if outcome.status in self.counts else "failed"] += 1
         if outcome.status != "cached":
-            self.console.log(outcome_text(self.store, outcome), markup=False)  # markup off: rich drops [bracketed] words
+            # markup off: rich drops [bracketed] words
+            self.console.log(outcome_text(self.store, outcome), markup=False)
         self._progress.update(self._suite, completed=sum(self.counts.values()), description=self._suite_text())
 
     def _suite_text(self) -> str:

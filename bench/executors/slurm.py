@@ -142,6 +142,9 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
 
 
 class Slurm:
+    """One SLURM job array per wave, with `cfg`'s job parameters; ExecutorError from the constructor
+    when no controller answers or no node of the partition can run the request."""
+
     name = "slurm"
 
     def __init__(self, cfg: SlurmConfig):
