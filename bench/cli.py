@@ -7,6 +7,7 @@
     python -m bench status cifar_mtl         # done / running / failed / left per cell
     python -m bench run-cell smoke synthetic__hard_share__seed0              # one cell, this process
     python -m bench report cifar_mtl         # rebuild reports/cifar_mtl.md from results/ only
+    python -m bench validate cifar_mtl --explain   # every resolved train setting, defaults marked
 
 SUITE is a name in suites/ or a path to a YAML file. A malformed suite, or executor options that
 cannot work (workers < 1, a GPU that does not exist, no SLURM controller), exit with status 2
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{suite.path}: ok, {len(cells)} cells")
         for cell in cells:
             print(cell.name)
+        if args.explain:
+            from bench.explain import explain
+
+            print("\n" + explain(suite))
         return 0
     if args.command == "run":
         return _run(suite, grid, cells, args, console)
@@ -218,6 +223,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         if name in ("run", "perf"):
             s.add_argument("--strategies", help="comma-separated strategy ids: run only their cells")
+        if name == "validate":
+            s.add_argument("--explain", action="store_true",
+                           help="print every resolved train setting of every entry, marking defaults")
         if name == "perf":
             s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
         if name in ("run", "run-cell"):

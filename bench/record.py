@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
+
+from bench.registry import matches_hint
 
 SCHEMA = 2
 MANIFEST_SCHEMA = 1
@@ -79,6 +80,8 @@ class Record:
     wall_seconds: float = 0.0  # the whole attempt
     images_per_second: float | None = None  # training throughput
     peak_memory_mb: float | None = None  # CUDA only
+    # what the training computed with (bench/precision.py: Numerics, plus whether the CUDA graph ran)
+    numerics: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # the dataset's caveats, for the report
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> TaskSpec as a dict
     extra: dict[str, Any] = field(default_factory=dict)  # strategy-specific (R matrix, ensemble gains)
@@ -144,7 +147,7 @@ def _build(cls: type, raw: Any, path: Path | str):
     if missing:
         raise RecordError(path, f"incomplete: missing {', '.join(missing)}")
     for name, value in raw.items():
-        if not _fits(value, hints[name]):
+        if not matches_hint(value, hints[name]):
             raise RecordError(path, f"{name}: expected {hints[name]}, got {value!r:.80}")
     values = {n: tuple(v) if isinstance(v, list) and typing.get_origin(hints[n]) is tuple else v
               for n, v in raw.items()}
@@ -161,26 +164,6 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _required(f) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Does parsed JSON `value` have type `hint`? Dict values and sequence items are checked too."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, h) for h in args)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is dict:
-        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
-    if origin is tuple:
-        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
-    return isinstance(value, hint)
 
 
 def _check_outcome(r: Record, path: Path | str) -> None:
@@ -220,6 +203,8 @@ class Manifest:
     datasets: tuple[DatasetEntry, ...] = ()
     strategies: tuple[Entry, ...] = ()  # in suite order
     cells: tuple[str, ...] = ()  # the grid's cells, in grid order; () = every cell in the store
+    # what the report compares with (config.Reference): source, published {id: {task: value}}, tuned suite
+    reference: dict[str, Any] = field(default_factory=dict)
     schema: int = MANIFEST_SCHEMA
 
     def to_json(self) -> dict[str, Any]:

@@ -63,16 +63,18 @@ def check_params(fn: Callable, params: dict[str, Any], where: str) -> None:
                 f"{where}.{key}: unknown parameter; valid: {', '.join(sorted(known)) or '(none)'}"
             )
         hint = hints.get(key)
-        if hint is not None and not _matches(value, hint):
+        if hint is not None and not matches_hint(value, hint):
             raise ValueError(f"{where}.{key}: expected {_hint_name(hint)}, got {value!r}")
 
 
-def _matches(value: Any, hint: Any) -> bool:
+def matches_hint(value: Any, hint: Any) -> bool:
+    """Does `value` (parsed YAML or JSON) have type `hint`? Items of lists, tuples and dicts too;
+    bool is not an int or a float here, as YAML's `yes` must not pass for a number."""
     origin = typing.get_origin(hint)
     if hint is Any:
         return True
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
+        return any(matches_hint(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
     if hint is float:
@@ -82,11 +84,11 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin in (list, tuple):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return isinstance(value, (list, tuple)) and all(
-            _matches(v, args[0]) for v in value
+            matches_hint(v, args[0]) for v in value
         ) if args else isinstance(value, (list, tuple))
     if origin is dict:
         key, val = typing.get_args(hint) or (Any, Any)
-        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, val) for k, v in value.items())
+        return isinstance(value, dict) and all(matches_hint(k, key) and matches_hint(v, val) for k, v in value.items())
     if isinstance(hint, type):
         return isinstance(value, hint)
     return True

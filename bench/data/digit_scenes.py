@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.mnist import FILES, find_files, folders, read_idx
+from bench.data.mnist import mnist_files, read_idx
 
 CANVAS = 64  # px; the default side of a scene (and of the other tasks' images in seed 003)
 SCALE = (0.8, 1.3)  # digit scale range: a 28 px MNIST patch becomes 22..36 px, its ink ~16..26 px
@@ -204,18 +204,7 @@ def load_sources(root: Path, download: bool = False, *, test_fraction: float = 0
     two test halves; otherwise the 10,000-image test set alone is split by `test_fraction`. Files
     are found as the `mnist` dataset finds them; `download` uses torchvision's MNIST download.
     """
-    paths = find_files(root)
-    if download and len(paths) < len(FILES):
-        import torchvision
-
-        torchvision.datasets.MNIST(str(root), train=True, download=True)
-        paths = find_files(root)
-    if "test_x" not in paths or "test_y" not in paths:
-        raise FileNotFoundError(
-            f"MNIST not found (digit_scenes needs it): looked for {FILES['test_x']}[.gz] and {FILES['test_y']}[.gz] in "
-            + ", ".join(str(d) for d in folders(root))
-            + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
-        )
+    paths = mnist_files(root, download, needed_by="digit_scenes")
     test = read_idx(paths["test_x"]), read_idx(paths["test_y"]).astype(np.int64)
     if "train_x" in paths and "train_y" in paths:
         train = read_idx(paths["train_x"]), read_idx(paths["train_y"]).astype(np.int64)

@@ -6,7 +6,8 @@ holds it; with `download: true` and files missing, uses torchvision's download i
 When only the 10,000-image test set is there, that set is the whole pool, split deterministically
 (stratified by digit) into train and test by `test_fraction`, and the report says so.
 
-Mirrored digits are not digits: suites on this dataset set `flip: false`.
+Label maps: none. A mirrored or turned digit is not a digit (6 / 9), so the augmentation pipeline
+refuses flips and quarter turns here; small rotations need the op's `label_invariant: true`.
 """
 
 from __future__ import annotations
@@ -31,18 +32,7 @@ SPLIT_SEED = 0  # the fixed split of the test set when it is the whole pool
 def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
     if not 0 < test_fraction < 1:
         raise ValueError(f"datasets.mnist.options.test_fraction: {test_fraction} must lie strictly between 0 and 1")
-    paths = find_files(root)
-    if download and len(paths) < len(FILES):
-        import torchvision
-
-        torchvision.datasets.MNIST(str(root), train=True, download=True)
-        paths = find_files(root)
-    if "test_x" not in paths or "test_y" not in paths:
-        raise FileNotFoundError(
-            f"MNIST not found: looked for {FILES['test_x']}[.gz] and {FILES['test_y']}[.gz] in "
-            + ", ".join(str(d) for d in folders(root))
-            + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
-        )
+    paths = mnist_files(root, download)
     key = "mnist:" + ":".join(f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in paths.values())
     arrays = cached(root, "mnist", key, lambda: {k: torch.from_numpy(read_idx(p)) for k, p in paths.items()})
     test = _split(arrays["test_x"], arrays["test_y"])
@@ -60,6 +50,24 @@ def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
         specs={"digit": Multiclass(name="digit", classes=10, class_names=tuple("0123456789")),
                "parity": Binary(name="parity", class_names=("even", "odd"))},
     )
+
+
+def mnist_files(root: Path, download: bool, needed_by: str = "") -> dict[str, Path]:
+    """The idx files found (see `find_files`), after torchvision's download when allowed and some are
+    missing; FileNotFoundError listing every folder looked in when the test set is not there."""
+    paths = find_files(root)
+    if download and len(paths) < len(FILES):
+        import torchvision
+
+        torchvision.datasets.MNIST(str(root), train=True, download=True)
+        paths = find_files(root)
+    if "test_x" not in paths or "test_y" not in paths:
+        raise FileNotFoundError(
+            f"MNIST not found{f' ({needed_by} needs it)' if needed_by else ''}: looked for {FILES['test_x']}[.gz] "
+            f"and {FILES['test_y']}[.gz] in " + ", ".join(str(d) for d in folders(root))
+            + ". Set BENCH_DATA_DIR to a folder holding them, or set `download: true` on the dataset in the suite."
+        )
+    return paths
 
 
 def folders(root: Path) -> list[Path]:
