@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from bench import cli
 from bench.config import load_suite
@@ -43,22 +44,7 @@ def test_plan_puts_finished_cells_aside_and_ensembles_after_their_members(tmp_pa
     assert [[c.name for c in w] for w in only_ensemble.waves] == [[ensemble]]  # its members are not in this run
 
 
-def test_local_pool_stores_what_an_inline_run_stores(smoke_run, tmp_path):
-    """Two spawned workers on the shrunk smoke suite's trained and combined cells give the inline
-    session run's records, predictions and histories, at the same torch thread count."""
-    results = tmp_path / "results"
-    picked = "hard_share,sequential_lwf,ensemble"  # joint, staged and combined cells
-    assert _run(smoke_run["suite"], results, "--strategies", picked, "--executor", "local", "--workers", "2",
-                "--threads", "1") == 0  # the session ran with one thread (conftest); CPU numerics depend on it
-    pool, inline = Store(results, "smoke"), Store(smoke_run["results"], "smoke")
-    names = pool.cells()
-    assert len(names) == 5 and "synthetic__ensemble(of=hard_share,seeds=0+1)" in names
-    assert_same_results(inline, pool, names)
-    assert {pool.record(n).provenance["torch_threads"] for n in names} == {1}
-    assert not list(pool.attempts_dir.iterdir()) and not list(pool.locks_dir.iterdir())
-
-
-def _kill_when_training(store: Store, cell: str, killed: list, deadline_s: float = 120) -> None:
+def _kill_when_training(store: Store, cell: str, killed: list, deadline_s: float = 300) -> None:
     """Kill the worker process that holds `cell`'s lock once its attempt has logged an epoch."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -71,31 +57,59 @@ def _kill_when_training(store: Store, cell: str, killed: list, deadline_s: float
         time.sleep(0.02)
 
 
-def test_a_worker_killed_mid_cell_loses_only_that_cell(tiny_suite, write_suite, tmp_path):
-    raw = tiny_suite(strategies=["stl", {"name": "hard_share", "id": "slow", "train": {"epochs": 12}}])
-    raw["datasets"]["synthetic"]["tasks"] = ["quadrant", "top"]
-    path, results, slow = write_suite(raw), tmp_path / "results", "synthetic__slow__seed0"
-    store, killed = Store(results, "tiny"), []
-    killer = threading.Thread(target=_kill_when_training, args=(store, slow, killed))
+POOLED = "hard_share,sequential_lwf,ensemble,slow"  # joint, staged and combined cells, and a slow one to kill
+SLOW = "synthetic__slow__seed0"
+
+
+@pytest.fixture(scope="module")
+def pool_run(smoke_run, tmp_path_factory) -> dict:
+    """The shrunk smoke suite plus a slow entry through `--executor local --workers 2 --threads 1`
+    (one thread, as the inline session run), with the worker training SLOW killed mid-cell."""
+    root = tmp_path_factory.mktemp("pool")
+    raw = yaml.safe_load(smoke_run["suite"].read_text())
+    raw["strategies"].append({"name": "hard_share", "id": "slow", "train": {"epochs": 12}})
+    suite = root / "smoke.yaml"  # the same name and cells: the same keys as the inline run's
+    suite.write_text(yaml.safe_dump(raw))
+    results, killed = root / "results", []
+    store = Store(results, "smoke")
+    killer = threading.Thread(target=_kill_when_training, args=(store, SLOW, killed))
     killer.start()
     try:
-        code = _run(path, results, "--executor", "local", "--workers", "2")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("BENCH_CACHE_DIR", str(root / "cache"))
+            code = _run(suite, results, "--strategies", POOLED, "--executor", "local", "--workers", "2",
+                        "--threads", "1")
     finally:
         killer.join()
-    assert len(killed) == 1 and code == 1
-    failed = store.record(slow)
+    return {"suite": suite, "results": results, "store": store, "code": code, "killed": killed}
+
+
+def test_local_pool_stores_what_an_inline_run_stores(pool_run, smoke_run):
+    """Two spawned workers give the inline session run's records, predictions and histories, at the
+    same torch thread count."""
+    pool, inline = pool_run["store"], Store(smoke_run["results"], "smoke")
+    names = [n for n in inline.cells() if n in pool.cells()]
+    assert len(names) == 5 and "synthetic__ensemble(of=hard_share,seeds=0+1)" in names
+    assert_same_results(inline, pool, names)
+    assert {pool.record(n).provenance["torch_threads"] for n in names} == {1}
+
+
+def test_a_worker_killed_mid_cell_loses_only_that_cell(pool_run):
+    store, killed = pool_run["store"], pool_run["killed"]
+    assert len(killed) == 1 and pool_run["code"] == 1
+    failed = store.record(SLOW)
     assert failed.status == "failed" and f"the worker process (pid {killed[0]} on" in failed.reason
     assert "died mid-cell" in failed.reason
-    log = (store.cell_dir(slow) / "log.txt").read_text()
+    log = (store.cell_dir(SLOW) / "log.txt").read_text()
     assert "the log of the lost attempt" in log and '"epoch": 1' in log  # what the killed worker had logged
-    others = [n for n in store.cells() if n != slow]
-    assert len(others) == 2 and all(store.record(n).status == "done" for n in others)
+    others = [n for n in store.cells() if n != SLOW]
+    assert len(others) == 6 and all(store.record(n).status == "done" for n in others)
     stamps = {n: (store.cell_dir(n) / "record.json").stat().st_ino for n in others}
 
-    assert _run(path, results) == 0  # the rerun trains the lost cell only
-    assert store.record(slow).status == "done" and len(store.history(slow)) == 12
+    assert _run(pool_run["suite"], pool_run["results"], "--strategies", POOLED) == 0  # trains the lost cell only
+    assert store.record(SLOW).status == "done" and len(store.history(SLOW)) == 12
     assert {n: (store.cell_dir(n) / "record.json").stat().st_ino for n in others} == stamps
-    assert not list(store.attempts_dir.iterdir())
+    assert not list(store.attempts_dir.iterdir()) and not list(store.locks_dir.iterdir())
 
 
 def test_run_cell_runs_one_named_cell_once(tiny_suite, write_suite, tmp_path, capsys):
