@@ -126,7 +126,7 @@ def _cancel_when_training(store: Store, cells: list[str], cancelled: list, deadl
 
 
 @pytest.mark.slurm
-def test_a_suite_through_slurm_stores_what_an_inline_run_stores(smoke_run, slurm_partition, tmp_path, capsys,
+def test_a_suite_through_slurm_stores_what_an_inline_run_stores(slurm_partition, smoke_run, tmp_path, capsys,
                                                                 monkeypatch):
     """smoke (shrunk) plus a slow entry: hard_share and its ensemble (a second job array) match the
     inline session run; the slow cells' jobs are cancelled mid-cell and recorded as failed; a rerun
