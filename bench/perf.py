@@ -18,7 +18,7 @@ from rich.console import Console
 from tabulate import tabulate
 
 from bench.grid import Cell
-from bench.runner import run_cells
+from bench.executors import run_cells
 from bench.train_cell import pick_device
 from bench.store import Store
 

@@ -12,7 +12,7 @@
    of the first model are timed (`probe`) and every cell extrapolated from them (its epochs, steps
    and images); a run estimated longer than LONG_RUN also prints the command of a suite sized for
    a CPU. Other models cost more or less per step (cross-stitch runs a column per task): the
-   estimates feed the progress bars (bench/progress.py), which scale them by how the finished
+   estimates feed the progress bars (bench/executors/progress.py), which scale them by how the finished
    cells compared. Only one model is timed so that the warning comes within seconds even for a
    suite sized for a GPU. A GPU run is not timed ahead: its suites are sized for it. A CPU busier
    than it has cores gets a hint to use one thread per operation.
@@ -34,7 +34,7 @@ from rich.console import Console
 
 from bench.data import SizeError, TaskSet
 from bench.grid import Cell
-from bench.progress import duration
+from bench.executors.progress import duration
 from bench.record import RecordError
 from bench.runner import DataCache, epochs, failure_reason
 from bench.store import Store
@@ -64,11 +64,12 @@ class Timing:
 
 
 def preflight(cells: list[Cell], store: Store, device: torch.device, console: Console, *,
-              force: bool = False) -> Plan:
-    """The plan of a run; SizeError (a suite error) when a size setting does not fit its data."""
+              force: bool = False, estimate: bool = True) -> Plan:
+    """The plan of a run; SizeError (a suite error) when a size setting does not fit its data.
+    `estimate`: time the run on a CPU (an inline run: a pool's workers share the cores)."""
     plan = Plan(to_train=[c for c in cells if force or not _finished(store, c)], datasets=DataCache(device))
     _load(plan, console)
-    if device.type == "cpu" and any(not c.members for c in plan.to_train):
+    if estimate and device.type == "cpu" and any(not c.members for c in plan.to_train):
         _busy_hint(console)
         plan.estimates = _estimate(plan, device, console)
     return plan

@@ -63,31 +63,38 @@ class Trainer:
     # ---- public API -------------------------------------------------------------------------
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
             train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
-            lr_factors: dict[str, float] | None = None, stage: str = "") -> FitResult:
-        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`."""
+            lr_factors: dict[str, float] | None = None, stage: str = "", lr: float | None = None,
+            freeze_norm: bool = False) -> FitResult:
+        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`.
+
+        lr_factors: `param_groups()` name or name prefix ("shared" covers "shared/neck") -> factor of
+        the peak learning rate `lr` (default: the config's); 0 leaves a group out of the optimizer.
+        freeze_norm: batch-norm layers normalise with their running statistics and keep them (their
+        affine weights still train), so this fit's data cannot shift what earlier fits normalised with."""
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
         images_per_epoch = min(steps_per_epoch * cfg.batch_size, len(train))  # a batch larger than train holds all of it
         augment = self._augmentation(data, specs)  # refuses an op the dataset declares no label map for
         graph = self._use_graph(extra_loss)
-        opt = self._optimizer(model, lr_factors or {}, capturable=graph)
+        opt = self._optimizer(model, lr_factors or {}, capturable=graph, lr=cfg.lr if lr is None else lr)
         higher = cfg.select == "score"  # the selection metric: val loss (lower is better) or score
-        lr = LrSchedule(opt, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, epochs=epochs,
-                        steps_per_epoch=steps_per_epoch, plateau=cfg.plateau, higher_is_better=higher)
+        schedule = LrSchedule(opt, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, epochs=epochs,
+                              steps_per_epoch=steps_per_epoch, plateau=cfg.plateau, higher_is_better=higher)
         stop = EarlyStopping(higher_is_better=higher, **cfg.early_stopping) if cfg.early_stopping else None
         norm = self.normaliser(data)
         weights = torch.tensor([self._weight(t) for t in specs], device=self.device)
         sums = torch.zeros(len(specs) + 2, device=self.device)  # per-task losses, extra, total
         step = self._step_fn(model, specs, opt, extra_loss, weights, sums, graph)
-        if graph:
+        if graph:  # captured in training mode: the model may come in eval mode (a previous stage's evaluation)
+            train_mode(model, freeze_norm)
             step = self._graphed(step, model, opt, train, specs, norm)
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
             sums.zero_()
-            self._train_epoch(model, train, specs, augment, norm, step, steps_per_epoch,
-                              lambda i, e=epoch: lr.step((e - 1) * steps_per_epoch + i))
+            self._train_epoch(model, train, specs, augment, norm, step, steps_per_epoch, freeze_norm,
+                              lambda i, e=epoch: schedule.step((e - 1) * steps_per_epoch + i))
             seconds = self._now() - t0
             train_seconds += seconds
             row = self._epoch_row(epoch, stage, list(specs), self._checked(sums), steps_per_epoch, opt)
@@ -102,7 +109,7 @@ class Trainer:
             if best is None or score > best[0]:
                 best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
             metric = score if higher else row["val_loss"]
-            lr.epoch_end(epoch, metric)
+            schedule.epoch_end(epoch, metric)
             if stop is not None and stop.update(metric):
                 break
         model.load_state_dict(best[3])
@@ -131,8 +138,8 @@ class Trainer:
         return result
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, augment, norm, step, steps, set_step_lr) -> None:
-        model.train()
+    def _train_epoch(self, model, train, specs, augment, norm, step, steps, freeze_norm, set_step_lr) -> None:
+        train_mode(model, freeze_norm)
         bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
         # small ones per step; a step is then a slice, forward/backward and the update.
@@ -270,24 +277,27 @@ class Trainer:
     def _weight(self, task: str) -> float:
         return float(self.cfg.loss_weights.get(task, 1.0))
 
-    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False,
+                   lr: float | None = None) -> torch.optim.Optimizer:
         cfg = self.cfg
+        peak = cfg.lr if lr is None else lr
 
-        def lr(factor: float):  # a graph replays with device-side learning rates it can read
-            return torch.tensor(cfg.lr * factor, device=self.device) if capturable else cfg.lr * factor
+        def group_lr(factor: float):  # a graph replays with device-side learning rates it can read
+            return torch.tensor(peak * factor, device=self.device) if capturable else peak * factor
 
-        groups = [{"params": ps, "lr": lr(lr_factors.get(name, 1.0)), "name": name}
-                  for name, ps in model.param_groups().items() if ps and lr_factors.get(name, 1.0) > 0]
+        factors = {name: group_factor(name, lr_factors) for name in model.param_groups()}
+        groups = [{"params": ps, "lr": group_lr(factors[name]), "name": name}
+                  for name, ps in model.param_groups().items() if ps and factors[name] > 0]
         if cfg.optimizer == "sgd":
             kw = {"fused": True} if self.cuda else {"foreach": False}
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+            return torch.optim.SGD(groups, lr=peak, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **kw)
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         if capturable:
             kw = {"foreach": True, "capturable": True}
         else:
             kw = {"fused": True} if self.cuda else {"foreach": False}
-        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+        return cls(groups, lr=peak, weight_decay=cfg.weight_decay, **kw)
 
     def _epoch_row(self, epoch: int, stage: str, tasks: list[str], sums: torch.Tensor, steps: int, opt) -> dict:
         row = {"stage": stage, "epoch": epoch, "lr": float(opt.param_groups[0]["lr"])}
@@ -305,6 +315,26 @@ class Trainer:
         if self.cuda:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def train_mode(model: nn.Module, freeze_norm: bool = False) -> None:
+    """model.train(), with its batch-norm layers left in eval mode when `freeze_norm`."""
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def group_factor(name: str, factors: dict[str, float]) -> float:
+    """The learning-rate factor of parameter group `name`: the entry for the name itself, else for its
+    longest "/"-prefix ("shared/late" -> "shared"), else 1.0."""
+    parts = name.split("/")
+    for k in range(len(parts), 0, -1):
+        prefix = "/".join(parts[:k])
+        if prefix in factors:
+            return float(factors[prefix])
+    return 1.0
 
 
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

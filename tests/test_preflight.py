@@ -12,7 +12,8 @@ from rich.console import Console
 from bench import preflight as P
 from bench.config import load_suite
 from bench.grid import expand
-from bench.progress import RunProgress, TimeLeftColumn, clock, duration
+from bench.executors.progress import Screen, TimeLeftColumn, clock, duration
+from bench.runner import Event, Outcome
 from bench.store import Store
 
 CPU = torch.device("cpu")
@@ -94,19 +95,35 @@ def test_describe_device_says_which_and_why():
     assert text.startswith(f"cpu ({torch.get_num_threads()} threads; ")
 
 
-def test_suite_time_left_scales_the_estimates_by_what_the_finished_cells_took():
-    progress = RunProgress(Console(file=io.StringIO()), 3, {"a": 10.0, "b": 20.0, "c": 30.0})
-    with progress:
-        task = progress.progress.tasks[progress.suite]
-        assert task.fields["left"] == 60.0
-        progress.start("a", epochs=2)
-        cell = progress.progress.tasks[progress.bar]
+def test_suite_time_left_scales_the_estimates_by_what_the_finished_cells_took(tmp_path, monkeypatch):
+    clock_now = [0.0]
+    monkeypatch.setattr("bench.executors.progress.time.perf_counter", lambda: clock_now[0])
+    screen = Screen(Console(file=io.StringIO()), Store(tmp_path, "tiny"), 3, estimates={"a": 10.0, "b": 20.0, "c": 30.0})
+    with screen:
+        suite = screen._progress.tasks[screen._suite]
+        assert suite.fields["left"] == 60.0
+        screen(Event("a", "start", epochs=2))
+        cell = screen._progress.tasks[screen._bars["a"]]
         assert TimeLeftColumn().render(cell).plain == "~0:00:10 left"  # the estimate before an epoch is done
-        progress.finish("a", "suite: 1 done", seconds=20.0)  # twice as long as estimated
-        assert task.fields["left"] == pytest.approx((20 + 30) * 2)
-        assert TimeLeftColumn().render(task).plain == "~0:01:40 left"
-        progress.finish("b", "suite: 1 cached", seconds=None)  # cached: no time, no scaling change
-        assert task.fields["left"] == pytest.approx(30 * 2)
+        clock_now[0] = 20.0  # twice as long as estimated
+        screen(Event("a", "end", outcome=Outcome("a", "done")))
+        assert suite.fields["left"] == pytest.approx((20 + 30) * 2)
+        assert TimeLeftColumn().render(suite).plain == "~0:01:40 left"
+        screen(Event("b", "end", outcome=Outcome("b", "cached")))  # cached: not started, no new scaling
+        assert suite.fields["left"] == pytest.approx(30 * 2)
+
+
+def test_a_failure_reason_is_printed_in_full_once(tmp_path):
+    out = io.StringIO()
+    reason = "FileNotFoundError: CIFAR-10 not found. Looked for: ..."
+    screen = Screen(Console(file=out, width=300), Store(tmp_path, "tiny"), 3, shown={"earlier": "dataset x above"})
+    with screen:
+        for cell in ("c1", "c2"):
+            screen(Event(cell, "end", outcome=Outcome(cell, "failed", reason)))
+        screen(Event("c3", "end", outcome=Outcome("c3", "failed", "earlier")))
+    text = out.getvalue()
+    assert text.count("CIFAR-10 not found") == 1 and "c2: failed (the same reason as c1)" in text
+    assert "c3: failed (the same reason as dataset x above)" in text
 
 
 def test_clock_and_duration():

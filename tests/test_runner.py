@@ -14,13 +14,12 @@ from rich.console import Console
 from bench import cli
 from bench.config import load_suite
 from bench.grid import expand
-from bench.runner import RunSummary, run_cells
+from bench.executors import RunSummary, run_cells
 from bench.store import Store
 from bench.strategies import CrossStitch, HardShare, SingleTask
+from conftest import TIMING_COLUMNS
 
 CPU = torch.device("cpu")
-# history.csv columns that measure wall-clock time: the only ones allowed to differ between equal runs.
-TIMING_COLUMNS = ["train_seconds", "images_per_second"]
 
 
 def _run(cells, results, **kw) -> RunSummary:
@@ -218,4 +217,4 @@ def test_threads_are_set_and_recorded(tiny_suite, write_suite, tmp_path, monkeyp
         assert code == 1 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert Store(tmp_path, "tiny").record("cifar10__hard_share__seed0").provenance["threads"] == 2
+    assert Store(tmp_path, "tiny").record("cifar10__hard_share__seed0").provenance["torch_threads"] == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import pickle
 import re
 import shutil
 import subprocess
@@ -364,3 +365,26 @@ def test_an_unusable_tracker_stops_bench_run_before_training(tiny_suite, write_s
                      "--mlflow", "http://127.0.0.1:9"])  # port 9: nothing listens
     assert code == 2 and "MLflow server http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
     assert not list((tmp_path / "results").glob("tiny/*/record.json"))  # nothing trained
+
+
+def test_a_worker_job_carries_the_tracker_state_and_logs_under_the_suite_run(tiny_suite, write_suite, tmp_path,
+                                                                            migrated_db):
+    """What a pool worker or SLURM job does, in this process: the job (pickled, as it travels) carries the
+    parent tracker's state, and run_named_cell logs the cell under the suite's run."""
+    from bench.executors import RunContext, run_named_cell
+    from bench.store import Store
+
+    path = write_suite(tiny_suite())
+    ml = sqlite_folder(tmp_path / "mlflow", migrated_db)
+    tracker = make_tracker(TrackingConfig(mlflow=str(ml)))
+    tracker.check()
+    tracker.start_suite("tiny", "", {})
+    ctx = RunContext(store=Store(tmp_path / "results", "tiny"), device="cpu", suite_path=str(path), tracker=tracker)
+    job = pickle.loads(pickle.dumps(ctx.job("synthetic__hard_share__seed0")))
+    assert job.tracking == tracker.state() and job.tracking["mlflow"]["parent_run_id"]
+    assert run_named_cell(job).status == "done"
+    tracker.end_suite(None, [])
+    client, parent, children = _runs(mlflow_uri(str(ml))[0])
+    run = children["synthetic__hard_share__seed0"]
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+    assert _artifacts(client, run.info.run_id) == {"record.json", "history.csv", "log.txt"}

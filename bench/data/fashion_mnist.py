@@ -1,5 +1,8 @@
 """`fashion_mnist`: the real Fashion-MNIST (Xiao et al. 2017; 10 clothing classes), read from idx files,
-and placed on the scene canvas so seed 003's three tasks share one image size.
+and placed on the scene canvas so seed 003's three tasks share one image size. Registered as the
+dataset `fashion_mnist` with one task, `clothing` (multiclass); the decoded files are cached.
+Label maps: a mirrored or slightly rotated garment is the same garment (hflip and rotate keep the
+label); vertical flips and quarter turns are not declared.
 
 Reads torchvision's file names (`train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, ..., each plain
 or `.gz`) from the first of `root/fashion-mnist`, `root/FashionMNIST/raw` (torchvision's layout),
@@ -17,11 +20,18 @@ shared backbone does elsewhere. `seed=None` centres instead (for inspection and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import torch
 
+from bench.augment import keep
+from bench.data import Pool, Split, cached, dataset, files_key, source_digest
 from bench.data.mnist import FILES, read_idx
+from bench.kinds.classification import Multiclass
+from bench.registry import SEEDS, Range
+
+if TYPE_CHECKING:
+    import torch
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -42,6 +52,8 @@ def find_files(root: Path) -> dict[str, Path]:
 
 def load(root: Path, download: bool = False) -> dict[str, torch.Tensor]:
     """train_x (60000, 1, 28, 28) uint8, train_y (60000,) int64, test_x, test_y (10,000 each)."""
+    import torch
+
     paths = find_files(root)
     if download and len(paths) < len(FILES):
         import torchvision
@@ -69,6 +81,8 @@ def place_on_canvas(images: torch.Tensor, canvas: int, *, seed: int | None = 0, 
 
     `stream` separates splits drawn with one seed (train 0, test 1), as in the scene generator.
     """
+    import torch
+
     n, c, h, w = images.shape
     if h > canvas or w > canvas:
         raise ValueError(f"fashion_mnist: {h}x{w} images do not fit a {canvas} px canvas")
@@ -85,3 +99,22 @@ def place_on_canvas(images: torch.Tensor, canvas: int, *, seed: int | None = 0, 
     chans = torch.arange(c)[None, :, None, None]
     out[batch, chans, rows[:, None, :, None], cols[:, None, None, :]] = images
     return out
+
+
+@dataset("fashion_mnist", tasks={"clothing": "multiclass"}, label_maps={"clothing": {"hflip": keep, "rotate": keep}})
+def fashion_mnist(root: Path, download: bool, *, canvas: Annotated[int, Range(">= 28")] = 64,
+                  seed: Annotated[int | None, SEEDS] = 0) -> Pool:
+    """The 60,000 training and 10,000 test images, each on a black `canvas` px square at a seeded random
+    position (`place_on_canvas`; seed null centres them). Suites take a stratified `subset` of them."""
+    if download:
+        load(root, download=True)  # fetches what is missing before the cache key names the files
+    paths = find_files(root)
+    key = f"fashion_mnist:{source_digest(__file__)}:{files_key(paths.values())}"
+    arrays = cached(root, "fashion_mnist", key, lambda: load(root))
+    splits = {name: Split(place_on_canvas(arrays[f"{name}_x"], canvas, seed=seed, stream=stream),
+                          {"clothing": arrays[f"{name}_y"]}) for stream, name in enumerate(("train", "test"))}
+    where = "a random position" if seed is not None else "the centre"
+    note = (f"fashion_mnist: the real Fashion-MNIST (Xiao et al. 2017), 28x28 grayscale photos of 10 kinds of "
+            f"clothing, each at {where} of a black {canvas}x{canvas} canvas.")
+    return Pool(train=splits["train"], test=splits["test"], notes=[note], stratify="clothing",
+                specs={"clothing": Multiclass(name="clothing", classes=10, class_names=CLASSES)})

@@ -5,7 +5,8 @@ optionally followed by a trunk that turns the map into a vector (B, vector_dim):
 flatten + classifier MLP, for the dual-stream net its fusion layer. The trunk is shared by every
 head that reads a vector (classification, regression); dense heads read the map. Models expose
 one seam, `forward(x) -> {task: output}`, plus `param_groups()` naming which parameters are
-shared and which belong to each task, so strategies never reach into a model's internals, and
+shared and which belong to each task ("backbone", "shared" or finer "shared/<part>", "head/<task>"),
+so strategies never reach into a model's internals, and
 `forward_features(x) -> (outputs, features)` giving also the representation the heads read, for
 methods that work on it (MGDA-UB, feature distillation). Heads come from the task kinds
 (`TaskSpec.head`, bench/kinds).
@@ -72,4 +73,4 @@ def __getattr__(name: str) -> Any:
 
 
 # Importing the backbone modules registers them.
-from bench.models import alexnet, convnet, dual_stream  # noqa: E402,F401
+from bench.models import alexnet, convnet, dual_stream, onehead  # noqa: E402,F401
