@@ -122,7 +122,7 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
         # The data is checked where this machine has it: inline runs keep what the preflight loaded, and a
         # pool's parent checks it on the CPU; a SLURM job loads its own, on the cluster.
         plan = None if args.executor == "slurm" else preflight(cells, store, device, console, force=args.force,
-                                                               estimate=inline)
+                                                               estimate=inline, threads=args.threads)
     except (ExecutorError, ValueError) as err:  # before any training
         what = ("invalid suite" if isinstance(err, SizeError) else "tracking" if isinstance(err, TrackingError)
                 else "cannot run")
@@ -133,7 +133,8 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     report = None
     try:
         summary = run_cells(cells, store, args.device, force=args.force, console=console, executor=executor,
-                            suite_path=str(Path(suite.path).resolve()), threads=args.threads, tracker=tracker,
+                            suite_path=str(Path(suite.path).resolve()), threads=args.threads or (plan and plan.threads),
+                            tracker=tracker,
                             datasets=plan.datasets if plan else None,
                             estimates=plan.estimates if plan else None)
         console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "

@@ -8,14 +8,16 @@
    the CLI reports as a suite error (exit 2) before any cell trains. A dataset that cannot be loaded
    (its files are missing) is reported here, once, with the reason; its cells then fail with a
    one-line pointer to it instead of the same message again.
-3. On a CPU, an estimate, unless the run is short (SHORT_RUN images in all): a few training steps
-   of the first model are timed (`probe`) and every cell extrapolated from them (its epochs, steps
-   and images); a run estimated longer than LONG_RUN also prints the command of a suite sized for
-   a CPU. Other models cost more or less per step (cross-stitch runs a column per task): the
-   estimates feed the progress bars (bench/executors/progress.py), which scale them by how the finished
-   cells compared. Only one model is timed so that the warning comes within seconds even for a
-   suite sized for a GPU. A GPU run is not timed ahead: its suites are sized for it. A CPU busier
-   than it has cores gets a hint to use one thread per operation.
+3. On a CPU, a short run (under SHORT_RUN images in all) gets one torch thread per operation unless
+   `--threads` says otherwise: its small operations run several times faster so. A longer run gets
+   an estimate: a few training steps of the first model are timed (`probe`) and every cell
+   extrapolated from them (its epochs, steps and images); a run estimated longer than LONG_RUN also
+   prints the command of a suite sized for a CPU. Other models cost more or less per step
+   (cross-stitch runs a column per task): the estimates feed the progress bars
+   (bench/executors/progress.py), which scale them by how the finished cells compared. Only one
+   model is timed, so that the warning comes within seconds even for a suite sized for a GPU. A GPU
+   run is not timed ahead: its suites are sized for it. A CPU busier than it has cores gets a hint
+   to use one thread per operation.
 
 Probing trains a throw-away model on the real data; each cell seeds itself when it starts, so no
 stored number depends on whether a probe ran.
@@ -53,6 +55,7 @@ class Plan:
     to_train: list[Cell]  # cells that will run (trained or combined)
     datasets: DataCache  # their data, loaded once (load errors kept)
     estimates: dict[str, float] = field(default_factory=dict)  # cell -> seconds (CPU only)
+    threads: int | None = None  # the torch threads chosen for a short CPU run (1), when none were asked
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,24 @@ class Timing:
 
 
 def preflight(cells: list[Cell], store: Store, device: torch.device, console: Console, *,
-              force: bool = False, estimate: bool = True) -> Plan:
+              force: bool = False, estimate: bool = True, threads: int | None = None) -> Plan:
     """The plan of a run; SizeError (a suite error) when a size setting does not fit its data.
-    `estimate`: time the run on a CPU (an inline run: a pool's workers share the cores)."""
+    `estimate`: time the run on a CPU (an inline run: a pool's workers share the cores); `threads`:
+    the torch threads asked for (None: a short CPU run gets one, a long one torch's default)."""
     plan = Plan(to_train=[c for c in cells if force or not _finished(store, c)], datasets=DataCache(device))
     _load(plan, console)
-    if estimate and device.type == "cpu" and any(not c.members for c in plan.to_train):
-        _busy_hint(console)
-        plan.estimates = _estimate(plan, device, console)
+    trained = [c for c in plan.to_train if not c.members and _data(plan, c) is not None]
+    if not (estimate and device.type == "cpu" and trained):
+        return plan
+    if sum(images(c, _data(plan, c)) for c in trained) < SHORT_RUN:
+        if threads is None:  # measured: the smoke suite's cells 42 s with 2 threads, 6 s with 1 (load 3, 2 cores)
+            plan.threads = 1
+            torch.set_num_threads(1)
+            console.print("a short run: one thread per operation (its small operations gain nothing from more; "
+                          "--threads N to choose)", highlight=False)
+        return plan  # seconds on any CPU for the models this harness has: not worth timing
+    _busy_hint(console)
+    plan.estimates = _estimate(plan, trained, device, console)
     return plan
 
 
@@ -117,12 +130,9 @@ def _load(plan: Plan, console: Console) -> None:
             plan.datasets.reported[reason] = f"dataset {group[0].dataset.name} above"
 
 
-def _estimate(plan: Plan, device: torch.device, console: Console) -> dict[str, float]:
+def _estimate(plan: Plan, cells: list[Cell], device: torch.device, console: Console) -> dict[str, float]:
     """Seconds per cell to train, from the timed steps of the first model that trains (the models of
     a failing build are skipped: those cells fail on their own), printed with a warning when long."""
-    cells = [c for c in plan.to_train if not c.members and _data(plan, c) is not None]
-    if sum(images(c, _data(plan, c)) for c in cells) < SHORT_RUN:
-        return {}  # seconds on any CPU for the models this harness has: not worth timing
     models = {_model_signature(c): c for c in reversed(cells)}  # the first cell of each model
     timing = next((t for c in cells if models.get(_model_signature(c)) is c
                    and (t := _probe(c, plan, device)) is not None), None)

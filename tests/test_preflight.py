@@ -156,3 +156,19 @@ def test_a_short_run_is_not_timed(tiny_suite, write_suite, tmp_path, monkeypatch
     data = plan.datasets.get(cells[0].dataset)
     assert sum(P.images(c, data) for c in cells) == 4 * (1 * (32 + 16) + 32)  # 320 images: short
     assert plan.estimates == {}
+
+
+def test_a_short_cpu_run_uses_one_thread_unless_told(tiny_suite, write_suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "SHORT_RUN", 10_000)
+    cells = _cells(tiny_suite, write_suite)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        asked = P.preflight(cells, Store(tmp_path, "tiny"), CPU, _console()[0], threads=2)
+        assert asked.threads is None and torch.get_num_threads() == 2  # --threads 2: left as asked
+        console, out = _console()
+        plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, console)
+        assert plan.threads == 1 and torch.get_num_threads() == 1
+        assert "a short run: one thread per operation" in out.getvalue()
+    finally:
+        torch.set_num_threads(before)
