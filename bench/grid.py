@@ -2,9 +2,10 @@
 
 datasets x strategies x seeds, where a strategy may split a dataset's tasks into several cells
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
-report label, e.g. `cifar10__stl(task=class10)__seed0`, and a key hashing its fully resolved config
-together with the code its training runs (CORE_TRAINING_CODE plus the modules of its dataset loader,
-backbone and strategy classes), so a stored result is reused only for the same config and code.
+report label, e.g. `cifar10__stl(task=class10)__seed0` or `freq3__pcgrad(weighting=pcgrad)__seed0`, and a
+key hashing its fully resolved config together with the code its training runs (CORE_TRAINING_CODE
+plus the modules of its dataset loader, backbone, strategy classes and the models they build), so a
+stored result is reused only for the same config and code.
 Editing the report, the CLI or a plug-in the cell does not use leaves its key alone.
 
 A combining entry (an ensemble) gets one seed-less cell per dataset, named by its parameters and
@@ -31,7 +32,7 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 # record, registry, report and CLI. The modules of the task kinds, dataset loader, backbone and
 # strategy a cell uses are added per cell (found from the registries).
 CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py",
-                      "models/__init__.py")
+                      "models/__init__.py", "weighting")  # the trainer runs every cell's step through weighting/
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -53,6 +54,8 @@ class Cell:
         # Mapping-valued params (e.g. heads) would make unreadable names; ids already tell entries
         # apart, and the key still covers every param.
         params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
+        if self.strategy.weighting.name != "equal":  # its parameters, like dict params, only in the key
+            params["weighting"] = self.strategy.weighting.name
         if self.members:
             params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:
@@ -77,7 +80,8 @@ class Cell:
 
     def code_files(self) -> tuple[str, ...]:
         """The bench/ files this cell's training runs: the core list, and the modules defining its
-        dataset loader, backbone and strategy class with its bases (found from the registered objects)."""
+        dataset loader, backbone, strategy class with its bases and the model classes the strategy
+        builds (found from the registered objects)."""
         from bench.data import DATASETS
         from bench.kinds import KINDS
         from bench.models import BACKBONES
@@ -85,8 +89,9 @@ class Cell:
 
         loaders = [DATASETS.get(part.name) for part in self.dataset.parts or (self.dataset,)]  # a union: each part's
         kinds = [KINDS.get(loader.kinds[t]) for loader in loaders for t in self.tasks if t in loader.kinds]
+        strategy = STRATEGIES.get(self.strategy.name)
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
-                   *inspect.getmro(STRATEGIES.get(self.strategy.name))]
+                   *inspect.getmro(strategy), *strategy.builds]
         own = {p for p in map(_package_path, plugins) if p}
         return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own))
 

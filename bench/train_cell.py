@@ -48,7 +48,7 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(cell.train, device, cell.seed, on_epoch)
+    trainer = Trainer(cell.train, device, cell.seed, on_epoch, weighting=cell.strategy.weighting)
     result = strategy.fit(model, data, specs, trainer)
     attempt.write_history(result.history)
     preds = trainer.predict(model, data, data.test, specs)

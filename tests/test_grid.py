@@ -53,7 +53,7 @@ def test_strategy_params_appear_sorted_in_the_name(tiny_suite, write_suite):
 CHANGED = {"epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
            "weight_decay": 0.1, "schedule": "cosine", "warmup_epochs": 0.5, "label_smoothing": 0.1,
            "loss_weights": {"top": 2.0}, "crop_pad": 0, "flip": False, "select": "score",
-           "eval_batch_size": 64, "tta_flip": True, "cuda_graph": False}
+           "eval_batch_size": 64, "tta_flip": True, "cuda_graph": False, "grad_cosine_every": 5}
 
 
 def test_every_train_setting_has_a_changed_value():

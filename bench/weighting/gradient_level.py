@@ -91,7 +91,7 @@ class MGDAUB(Weighting):
     grad sum_i alpha_i b_i L_i, back-propagated through Z."""
 
     graph_safe = False
-    needs_features = True
+    uses_features = needs_features = True
 
     def __init__(self, base: Tensor, seed: int = 0, *, epsilon: float = 1e-3, max_iters: int = 100):
         super().__init__(base, seed)
