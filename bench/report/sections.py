@@ -403,7 +403,8 @@ def reproduce(d: ReportData) -> str:
 
 
 from bench.report.forgetting_section import forgetting  # noqa: E402  (late: it uses dataset_specs above)
+from bench.report.weighting_section import weighting  # noqa: E402
 
 SECTIONS = [header, summary_tables, ensembles, classification_details, confusion_matrices, per_class_accuracy,
-            residual_diagnostics, hardest_examples, training_curves, forgetting, failures, stale_cells, appendix,
-            reproduce]
+            residual_diagnostics, hardest_examples, training_curves, forgetting, weighting, failures, stale_cells,
+            appendix, reproduce]
