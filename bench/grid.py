@@ -32,7 +32,7 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 # record, registry, report and CLI. The modules of the task kinds, dataset loader, backbone and
 # strategy a cell uses are added per cell (found from the registries).
 CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py",
-                      "models/__init__.py", "weighting")  # the trainer runs every cell's step through weighting/
+                      "models/__init__.py", "weighting", "cuda_graph.py")  # the trainer's step goes through both
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 

@@ -31,6 +31,7 @@ from torch import nn
 from bench.config import PluginConfig, TrainConfig
 from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec
+from bench.cuda_graph import GraphedStep
 from bench.weighting import Weighting, build
 from bench.weighting.probe import CosineProbe
 
@@ -378,55 +379,6 @@ def set_lr(opt: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> 
             group["lr"].fill_(base * factor)
         else:
             group["lr"] = base * factor
-
-
-class GraphedStep:
-    """A training step captured once as a CUDA graph and replayed: one launch instead of hundreds.
-
-    Capture needs a few warm-up steps (they create gradients and optimizer state); their effect is
-    undone afterwards on every module given (the model and the weighting method, whose learned
-    weights and statistics the warm-up also moved), so training starts as an eager run would.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, step: Callable, modules: list[nn.Module], opt: torch.optim.Optimizer,
-                 x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
-        # static input buffers: batch, targets, label masks
-        self.x, self.y, self.m = x.clone(), {t: v.clone() for t, v in y.items()}, {t: v.clone() for t, v in m.items()}
-        saved = [{k: v.detach().clone() for k, v in module.state_dict().items()} for module in modules]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                step(self.x, self.y, self.m)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=True)
-        try:
-            with torch.cuda.graph(self.graph):
-                step(self.x, self.y, self.m)
-        finally:
-            _restore(modules, opt, saved)
-
-    def __call__(self, x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]) -> None:
-        self.x.copy_(x)
-        for t, v in y.items():
-            self.y[t].copy_(v)
-        for t, v in m.items():
-            self.m[t].copy_(v)
-        self.graph.replay()
-
-
-@torch.no_grad()
-def _restore(modules: list[nn.Module], opt: torch.optim.Optimizer, saved: list[dict[str, torch.Tensor]]) -> None:
-    for module, state in zip(modules, saved):
-        for k, v in module.state_dict().items():
-            v.copy_(state[k])
-    for state in opt.state.values():  # fresh optimizer: zero moments and step counts
-        for v in state.values():
-            if torch.is_tensor(v):
-                v.zero_()
 
 
 def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

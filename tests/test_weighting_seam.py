@@ -22,7 +22,8 @@ from bench.models import BACKBONES, BackboneContext
 from bench.models.mmoe import MMoENet
 from bench.models.mtan import Attention, MTANNet
 from bench.store import Store
-from bench.trainer import Trainer, _restore, split_params
+from bench.cuda_graph import restore
+from bench.trainer import Trainer, split_params
 from bench.weighting import WEIGHTINGS, build
 from bench.weighting.loss_level import Equal
 from bench.weighting.probe import CosineProbe
@@ -205,7 +206,7 @@ def test_the_graph_warm_up_restore_covers_the_method():
         method.initial.fill_(7.0)
         method.started.fill_(True)
         model.weight.add_(1.0)
-    _restore([model, method], opt, saved)
+    restore([model, method], opt, saved)
     for m, state in zip((model, method), saved):
         for k, v in m.state_dict().items():
             assert torch.equal(v, state[k]), k
