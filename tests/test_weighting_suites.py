@@ -79,14 +79,14 @@ def test_smoke_weighting_cifar_runs_and_reports(cifar_run):
     assert {"weight_class10", "weight_animal", "grad_cos_class10_vs_animal", "step_ms"} <= set(h.columns)
 
 
-SHRUNK_IDS = ("fixed", "uncertainty", "pcgrad")
+SHRUNK_IDS = ("fixed", "pcgrad")
 
 
 @pytest.fixture(scope="module")
 def freq3_run(tmp_path_factory):
-    """weighting_freq3 on 160 generated images, a tiny dual-stream backbone, 2 epochs, 2 seeds, a few
-    of its entries (the reference, a loss-level and a gradient-level method), and the weighting
-    section alone of the report (the others have their own tests)."""
+    """weighting_freq3 on 160 generated images, a tiny dual-stream backbone, 2 epochs, 2 seeds, two of
+    its entries (the reference and a gradient aggregator), and the weighting section alone of the
+    report (the others have their own tests)."""
     tmp = tmp_path_factory.mktemp("wfreq3")
     raw = yaml.safe_load((SUITES / "weighting_freq3.yaml").read_text())
     raw["strategies"] = [s for s in raw["strategies"] if s["id"] in SHRUNK_IDS]
@@ -105,7 +105,7 @@ def test_weighting_freq3_compares_every_method_with_seed_000s_weights(freq3_run)
     store = Store(tmp / "results", "weighting_freq3")
     section = _section((tmp / "reports" / "weighting_freq3.md").read_text())
     overview = {r["entry"]: r for r in _table(section, "entry")}
-    assert list(overview) == ["fixed *ref*", "uncertainty", "pcgrad"]
+    assert list(overview) == ["fixed *ref*", "pcgrad"]
     assert overview["fixed *ref*"]["loss weights"] == "a 1, b 2.5, c 10"
     assert overview["fixed *ref*"]["last weights"] == "a 1, b 2.5, c 10"
     assert overview["pcgrad"]["loss weights"] == "a 1, b 1, c 1"
@@ -117,7 +117,7 @@ def test_weighting_freq3_compares_every_method_with_seed_000s_weights(freq3_run)
 
     rows = _table(section.split("Against the reference")[1], "entry")
     assert [(r["entry"], r["vs"], r["task"]) for r in rows] == [
-        (e, "fixed", t) for e in ("uncertainty", "pcgrad") for t in "abc"]
+        ("pcgrad", "fixed", t) for t in "abc"]
     pvalues = []  # scipy's paired t-test; equal differences on both seeds: p 1 when they are 0 (stats.ttest_p)
     for r in rows:
         cell = f"freq3__{r['entry']}(weighting={r['entry']})"
@@ -133,3 +133,12 @@ def test_weighting_freq3_compares_every_method_with_seed_000s_weights(freq3_run)
         if p >= 0.05:
             assert r["verdict"] == "tie"
     assert re.search(r"!\[weights freq3\]\(weighting_freq3/weights_freq3\.png\)", section)
+
+
+def test_the_section_leaves_out_cells_trained_in_stages(tiny_suite, write_suite, tmp_path):
+    raw = tiny_suite(strategies=["hard_share", {"name": "hard_share", "id": "pcgrad", "weighting": "pcgrad"},
+                                 {"name": "sequential_finetune", "stage_epochs": 1}])
+    assert _run_with_weighting_section(write_suite(raw), tmp_path) == 0
+    section = _section((tmp_path / "reports" / "tiny.md").read_text())
+    assert [r["entry"] for r in _table(section, "entry")] == ["hard_share *ref*", "pcgrad"]
+    assert "grad_cosines_synthetic.png" not in section  # no grad_cosine_every: no cosine figure

@@ -24,7 +24,10 @@ from bench.models import Backbone, Features, make_heads
 
 
 class MMoENet(nn.Module):
-    """E expert backbones, one softmax gate and one head per task (see the module doc)."""
+    """E expert backbones, one softmax gate and one head per task (see the module doc).
+
+    ValueError for `experts` < 1, or a backbone without a Conv2d to read the input channels from.
+    """
 
     def __init__(self, make_backbone: Callable[[], Backbone], specs: dict[str, TaskSpec], *, experts: int = 3,
                  heads: dict[str, dict] | None = None):

@@ -52,7 +52,10 @@ class Resample(nn.Module):
 
 
 class MTANNet(nn.Module):
-    """A shared backbone, per-task attention at every stage, one head per task (see the module doc)."""
+    """A shared backbone, per-task attention at every stage, one head per task (see the module doc).
+
+    ValueError for a backbone without a Conv2d to read the input channels from (`Backbone.shapes`).
+    """
 
     def __init__(self, backbone: Backbone, specs: dict[str, TaskSpec], heads: dict[str, dict] | None = None):
         super().__init__()

@@ -195,10 +195,11 @@ def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[l
 def panel_lines(path: Path, title: str, panels: dict[str, dict[str, pd.Series]], *, ylabel: str,
                 log: bool = False, hline: float | None = None, ylim: tuple[float, float] | None = None,
                 empty: str = "no values") -> Path:
-    """Small multiples: one panel per entry, one line per series (values by epoch, 1-based).
+    """Small multiples: one panel per entry, one line per series through its measured values.
 
-    panels: entry -> label -> series. `log` puts the y axis on a log scale when every value is
-    positive; a panel whose series are all missing (NaN) says `empty` instead of drawing.
+    panels: entry -> label -> series indexed by epoch from 0 (drawn from 1; NaN where an epoch has
+    no value, e.g. no cosine measured in it). `log` puts the y axis on a log scale when every value
+    is positive; a panel whose series are all missing says `empty` instead of drawing.
     """
     cols = min(len(panels), PANELS_PER_ROW)
     rows = -(-len(panels) // cols)
@@ -206,12 +207,12 @@ def panel_lines(path: Path, title: str, panels: dict[str, dict[str, pd.Series]],
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (name, lines) in zip(axes.flat, panels.items()):
-        drawn = {k: s for k, s in lines.items() if s.notna().any()}
+        drawn = {k: s.dropna() for k, s in lines.items() if s.notna().any()}
         for label, series in drawn.items():
-            ax.plot(np.arange(1, len(series) + 1), series.values, label=label, marker=".", ms=3)
+            ax.plot(series.index + 1, series.values, label=label, marker=".", ms=3)
         if not drawn:
             ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
-        elif log and all((s.dropna() > 0).all() for s in drawn.values()):
+        elif log and all((s > 0).all() for s in drawn.values()):
             ax.set_yscale("log")
         if hline is not None:
             ax.axhline(hline, color="black", lw=0.7)

@@ -89,14 +89,15 @@ INTRO = ("`step ms` is the training time per step (median over the epochs after 
 
 
 def _entries(d: ReportData) -> dict[str, list[Entry]]:
-    """dataset -> its trained multi-task entries in suite order (records without a history are left out)."""
+    """dataset -> its multi-task entries trained jointly, in suite order (cells trained in stages, one
+    task each, and records without a history are left out)."""
     rank = {e.id: i for i, e in enumerate(d.manifest.strategies)}
     out: dict[str, dict[str, Entry]] = {}
     for r in sorted(d.records, key=lambda r: rank.get(r.strategy, len(rank))):
         if r.status != "done" or not r.multi_task or r.members or r.seed is None:
             continue
         history = d.store.history(r.cell)
-        if history is None:
+        if history is None or ("stage" in history and history.stage.notna().any()):
             continue
         by_id = out.setdefault(r.dataset, {})
         if r.strategy not in by_id:
