@@ -21,7 +21,7 @@ bench: $(SETUP)
 	$(PYTHON) -m bench run $(SUITE) $(ARGS)
 
 validate: $(SETUP)
-	$(PYTHON) -m bench validate $(SUITE)
+	$(PYTHON) -m bench validate $(SUITE) $(ARGS)
 
 report: $(SETUP)
 	$(PYTHON) -m bench report $(SUITE)

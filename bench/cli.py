@@ -3,6 +3,7 @@
     python -m bench run cifar_mtl            # train every cell not yet in results/, then report
     python -m bench run smoke --force        # rerun every cell
     python -m bench report cifar_mtl         # rebuild reports/cifar_mtl.md from results/ only
+    python -m bench validate cifar_mtl --explain   # every resolved train setting, defaults marked
 
 SUITE is a name in suites/ or a path to a YAML file. A malformed suite exits with status 2 before
 any training; `run` exits 1 if any cell failed or diverged. `report` also works when the suite file
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{suite.path}: ok, {len(cells)} cells")
         for cell in cells:
             print(cell.name)
+        if args.explain:
+            from bench.explain import explain
+
+            print("\n" + explain(suite))
         return 0
     if args.command == "run":
         return _run(suite, grid, cells, args, console)
@@ -142,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("run", "perf"):
             s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
             s.add_argument("--strategies", help="comma-separated strategy ids: run only their cells")
+        if name == "validate":
+            s.add_argument("--explain", action="store_true",
+                           help="print every resolved train setting of every entry, marking defaults")
         if name == "perf":
             s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
             s.add_argument("--weightings", help="comma-separated weighting methods, or all: also run each "

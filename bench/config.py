@@ -30,14 +30,23 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate, reached after warmup
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle (linear warmup, linear decay to 0) | cosine | constant
+    # onecycle (linear warmup, linear decay to 0) | cosine (after any warmup) | constant | plateau
+    # (ReduceLROnPlateau on the selection metric after any warmup); see bench/schedules.py
+    schedule: str = "onecycle"
     warmup_epochs: float = 1.0
+    plateau: dict[str, float | str] = field(default_factory=dict)  # ReduceLROnPlateau's factor, patience, min_lr, ...
+    early_stopping: dict[str, float] = field(default_factory=dict)  # {} = off; {patience: epochs, min_delta: 0.0}
     label_smoothing: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight; missing = 1.0
     crop_pad: int = 4  # random-crop padding in pixels; 0 disables the crop
     flip: bool = True  # random horizontal flip (datasets may make it label-aware)
+    # augmentation ops after the crop_pad / flip shorthands, e.g. [{op: rotate, degrees: 5, p: 1.0}]
+    # (bench/augment); non-empty: the whole pipeline, shorthands included, runs through kornia
+    augment: list[dict[str, Any]] = field(default_factory=list)
     tta_flip: bool = False  # average outputs over the image and its mirror at evaluation (not for label-aware flips)
-    cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW; else eager)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA; CPU runs fp32)
+    deterministic: bool = False  # cuDNN deterministic, no autotuning, torch's deterministic algorithms
+    cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW, bf16; else eager)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
     eval_batch_size: int = 2048
     # steps between measurements of the cosines between task gradients on the shared parameters
@@ -46,7 +55,7 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
 SELECTS = ("loss", "score")
 
 
@@ -60,8 +69,9 @@ class PluginConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
-    name: str
+    name: str  # the entry's id (cell names, reports); the registered dataset unless `dataset` names it
     tasks: tuple[str, ...]
+    dataset: str | None = None  # the registered dataset, where the entry's id differs (two npz entries)
     val_size: float = 0.1  # fraction of the train pool if < 1, else a number of images
     subset: int | None = None  # stratified sample of the train pool (smoke runs)
     test_subset: int | None = None  # stratified sample of the test set (smoke runs)
@@ -71,6 +81,11 @@ class DatasetConfig:
     # A union entry: the registered datasets whose tasks it joins (each image labelled for its own
     # part's tasks only); then `name` is the entry's id and `tasks` all the parts' tasks, in order.
     parts: tuple["DatasetConfig", ...] = ()
+
+    @property
+    def registered(self) -> str:
+        """The registered dataset this entry (or union part) loads."""
+        return self.dataset or self.name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +109,16 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Reference:
+    """What a protocol suite is compared with in its report (display only, never computed with)."""
+
+    source: str = ""  # where the published numbers come from: the study, its table, its number of runs
+    # strategy id -> task -> the study's primary metric as the report shows it (accuracy in %, MAE as is)
+    published: dict[str, dict[str, float]] = field(default_factory=dict)
+    tuned: str | None = None  # a suite whose stored results (same strategy ids) the report shows beside
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suite:
     name: str
     path: str
@@ -103,10 +128,12 @@ class Suite:
     seeds: tuple[int, ...]
     backbone: PluginConfig
     train: TrainConfig
+    train_keys: tuple[str, ...] = ()  # the train settings the suite's own `train:` sets (the rest: defaults)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    reference: Reference = field(default_factory=Reference)
 
 
-SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking")
+SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking", "reference")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -167,8 +194,24 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
         seeds=seeds,
         backbone=backbone,
         train=train,
+        train_keys=tuple(_mapping(raw.get("train", {}), "train")),
         tracking=_tracking(raw.get("tracking")),
+        reference=_reference(raw.get("reference"), strategies, datasets),
     )
+
+
+def _reference(raw: Any, strategies: tuple[StrategyConfig, ...], datasets: tuple[DatasetConfig, ...]) -> Reference:
+    ref = _dataclass_from(Reference, {} if raw is None else raw, "reference")
+    ids, tasks = [st.id for st in strategies], sorted({t for ds in datasets for t in ds.tasks})
+    for sid, values in ref.published.items():
+        if sid not in ids:
+            raise ValueError(f"reference.published.{sid}: not a strategy id of this suite; valid: {', '.join(ids)}")
+        for t in values:
+            if t not in tasks:
+                raise ValueError(f"reference.published.{sid}.{t}: not a task of this suite; valid: {', '.join(tasks)}")
+    if ref.tuned is not None and not ref.tuned.strip():
+        raise ValueError("reference.tuned: empty; name a suite, or leave the key out")
+    return ref
 
 
 def _tracking(raw: Any) -> TrackingConfig:
@@ -206,15 +249,25 @@ def _train_config(raw: Any, where: str) -> TrainConfig:
 
 def check_train_values(cfg: TrainConfig, where: str) -> None:
     """Checks on values (not just types) of a TrainConfig; also run on merged overrides."""
-    for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+    from bench.augment import build_op
+    from bench.precision import PRECISIONS
+    from bench.schedules import check_early_stopping, check_plateau
+
+    for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("select", SELECTS),
+                       ("precision", PRECISIONS)):
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{where}.{key}: {getattr(cfg, key)!r} unknown; valid: {', '.join(valid)}")
-    if cfg.select not in SELECTS:
-        raise ValueError(f"{where}.select: {cfg.select!r} unknown; valid: {', '.join(SELECTS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"{where}: epochs and batch_size must be >= 1")
     if cfg.grad_cosine_every < 0:
         raise ValueError(f"{where}.grad_cosine_every: {cfg.grad_cosine_every}; expected steps >= 0 (0 = off)")
+    for key, check in (("plateau", check_plateau), ("early_stopping", check_early_stopping)):
+        try:
+            check(getattr(cfg, key))
+        except ValueError as err:
+            raise ValueError(f"{where}.{key}.{err}") from None
+    for i, op in enumerate(cfg.augment):
+        build_op(_mapping(op, f"{where}.augment[{i}]"), f"{where}.augment[{i}]")
 
 
 def merge_train(base: TrainConfig, *overrides: dict[str, Any]) -> TrainConfig:
@@ -246,28 +299,35 @@ def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
         if "union" in body:
             out.append(_union(str(name), body, registry, where))
             continue
-        if name not in registry:
-            raise ValueError(f"{where}: unknown dataset {name!r}; valid: {', '.join(registry.names())} "
-                             "(or give the entry a `union:` list of parts)")
-        cfg = _dataset(name, body, registry, where)
+        source = body.pop("dataset", name)
+        if source not in registry:
+            at = f"{where}.dataset" if source != name else where
+            raise ValueError(f"{at}: unknown dataset {source!r}; valid: {', '.join(registry.names())} "
+                             "(or give the entry `dataset: <registered name>`, or a `union:` list of parts)")
+        cfg = _dataset(name, body, registry, where, source)
         _check_overrides(cfg.train, f"{where}.train")
         out.append(cfg)
     return tuple(out)
 
 
-def _dataset(name: str, body: dict, registry: Registry, where: str) -> DatasetConfig:
-    loader = registry.get(name)
-    tasks = body.pop("tasks", list(loader.tasks))
+def _dataset(name: str, body: dict, registry: Registry, where: str, source: str | None = None) -> DatasetConfig:
+    loader = registry.get(source or name)
+    options = _mapping(body.get("options", {}), f"{where}.options")
+    check_params(loader, options, f"{where}.options")
+    try:
+        declared = loader.declare(options).tasks
+    except ValueError as err:
+        raise ValueError(f"{where}.options.{err}") from None
+    tasks = body.pop("tasks", list(declared))
     if not isinstance(tasks, list) or not tasks:
-        raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(loader.tasks)}")
+        raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(declared)}")
     for t in tasks:
-        if t not in loader.tasks:
-            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(loader.tasks)}")
-    _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig) if f.name not in ("name", "tasks", "parts")],
-                    where)
-    cfg = _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks))
-    check_params(loader, cfg.options, f"{where}.options")
-    return cfg
+        if t not in declared:
+            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(declared)}")
+    _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig)
+                           if f.name not in ("name", "tasks", "parts", "dataset")], where)
+    return _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks),
+                           dataset=source if source not in (None, name) else None)
 
 
 UNION_KEYS = ("union", "train")

@@ -26,13 +26,17 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 
 # The modules every cell's training runs besides its own plug-ins, relative to bench/ (a folder
 # stands for every .py file under it). A cell's key hashes them, so editing one marks the cells it
-# trained stale. train_cell.py seeds, draws the backbone's statistics sample, predicts the test set
-# and computes the stored metrics and loss gallery. Not in: the runner's bookkeeping (attempts,
-# records, progress), config parsing (the resolved config is hashed itself), the grid, store,
-# record, registry, report and CLI. The modules of the task kinds, dataset loader, backbone and
-# strategy a cell uses are added per cell (found from the registries).
-CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py",
-                      "models/__init__.py", "weighting", "cuda_graph.py")  # the trainer's step goes through both
+# trained stale. train_cell.py seeds, sets the numerics, draws the backbone's statistics sample,
+# predicts the test set and computes the stored metrics and loss gallery; the trainer's schedules,
+# precision and augmentation (the kornia pipeline, and the label-map contract of the fast path) are
+# modules of their own, and its step goes through the weighting package and, on CUDA, cuda_graph.py.
+# Not in: the runner's bookkeeping (attempts, records, progress), config parsing (the resolved config
+# is hashed itself), the grid, store, record, registry, report and CLI. The modules of the task
+# kinds, dataset loader, backbone and strategy a cell uses are added per cell (found from the
+# registries).
+CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "schedules.py", "precision.py", "augment/__init__.py",
+                      "augment/ops.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py",
+                      "weighting", "cuda_graph.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -82,13 +86,14 @@ class Cell:
         """The bench/ files this cell's training runs: the core list, and the modules defining its
         dataset loader, backbone, strategy class with its bases and the model classes the strategy
         builds (found from the registered objects)."""
-        from bench.data import DATASETS
+        from bench.data import DATASETS, declaration
         from bench.kinds import KINDS
         from bench.models import BACKBONES
         from bench.strategies import STRATEGIES
 
-        loaders = [DATASETS.get(part.name) for part in self.dataset.parts or (self.dataset,)]  # a union: each part's
-        kinds = [KINDS.get(loader.kinds[t]) for loader in loaders for t in self.tasks if t in loader.kinds]
+        parts = self.dataset.parts or (self.dataset,)  # a union: each part's loader and kinds
+        loaders = [DATASETS.get(part.registered) for part in parts]
+        kinds = [KINDS.get(kind) for part in parts for t, kind in declaration(part).kinds.items() if t in self.tasks]
         strategy = STRATEGIES.get(self.strategy.name)
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
                    *inspect.getmro(strategy), *strategy.builds]
@@ -151,6 +156,14 @@ def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy
         raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): {err}") from None
     train = merge_train(suite.train, ds.train, st.train)
     _check_loss_weights(train, ds, suite.path)
+    if train.precision == "fp16" and st.weighting.name != "equal":
+        raise SuiteError(f"{suite.path}: strategies.{st.id}.weighting: {st.weighting.name} with train.precision fp16; "
+                         "the fp16 gradient scaler runs with equal weighting only: use precision bf16 or fp32")
+    for tasks in subsets:
+        try:
+            check_cell_train(train, ds, tasks)
+        except ValueError as err:
+            raise SuiteError(f"{suite.path}: strategies.{st.id} on dataset {ds.name}: {err}") from None
     return [Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=seed,
                  backbone=st.backbone or suite.backbone, train=train, split=len(subsets) > 1)
             for tasks in subsets]
@@ -161,6 +174,27 @@ def _combined_cell(suite: Suite, ds: DatasetConfig, st: StrategyConfig, members:
     tasks = tuple(t for t in ds.tasks if any(t in m.tasks for m in members))
     return Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=None, backbone=members[0].backbone,
                 train=members[0].train, split=False, members=tuple(members))
+
+
+def check_cell_train(train: TrainConfig, ds: DatasetConfig, tasks: tuple[str, ...]) -> None:
+    """Checks of a cell's merged train settings against each other and its dataset's declaration:
+    `plateau:` needs `schedule: plateau`, and every orientation op of its augmentation (the flip
+    shorthand included) needs a label map for each class or regression task in play. ValueError
+    naming the train key."""
+    from bench.augment import Pipeline, shorthand_ops
+    from bench.data import declaration
+
+    if train.plateau and train.schedule != "plateau":
+        raise ValueError(f"train.plateau: set, but schedule is {train.schedule!r}; set schedule: plateau too")
+    kinds, maps = {}, {}
+    for part in ds.parts or (ds,):
+        decl = declaration(part)
+        kinds.update({t: k for t, k in decl.kinds.items() if t in tasks})
+        maps.update(decl.label_maps)
+    shorthands = shorthand_ops(train.crop_pad, train.flip)
+    where = [f"train.{'crop_pad' if o['op'] == 'crop' else 'flip'}" for o in shorthands]
+    where += [f"train.augment[{i}]" for i in range(len(train.augment))]
+    Pipeline(shorthands + list(train.augment), dataset=ds.name, label_maps=maps).check(kinds, where)
 
 
 def _check_loss_weights(train: TrainConfig, ds: DatasetConfig, path: str) -> None:
@@ -191,5 +225,6 @@ def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:
                                of=members.of if members else None, seeds=tuple(members.seeds) if members else ()))
     return R.Manifest(name=suite.name, description=suite.description, path=suite.path, seeds=suite.seeds,
                       select=suite.train.select, strategies=tuple(entries),
+                      reference=dataclasses.asdict(suite.reference),
                       datasets=tuple(R.DatasetEntry(name=d.name, tasks=d.tasks) for d in suite.datasets),
                       cells=tuple(c.name for c in cells))

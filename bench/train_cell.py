@@ -1,6 +1,7 @@
 """One cell's training: what every stored number of a trained cell comes from, beyond the trainer.
 
-Seeds, the backbone's statistics sample, the model from the strategy, the strategy's fit through
+Seeds, the cell's numerics (precision, TF32, cuDNN autotuning, determinism: bench/precision.py), the
+backbone's statistics sample, the model from the strategy, the strategy's fit through
 the Trainer, and the test predictions, metrics and loss gallery written into the cell's attempt.
 This module is part of every trained cell's key (bench/grid.py: CORE_TRAINING_CODE); the
 bookkeeping around it (attempts, records, failures, progress) lives in bench/runner.py.
@@ -17,6 +18,7 @@ import torch
 from bench.data import TaskSet
 from bench.grid import Cell
 from bench.models import BACKBONES, BackboneContext, count_params
+from bench.precision import apply as apply_numerics
 from bench.store import CellFiles
 from bench.strategies import STRATEGIES
 from bench.trainer import Trainer
@@ -26,14 +28,11 @@ GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), 
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA when available, else CPU. The numerics flags (cuDNN autotuning, TF32) are each
+    cell's own, set when it starts (bench/precision.py)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fastest kernels; determinism is promised on CPU only
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
+    return torch.device(name)
 
 
 def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskSet,
@@ -41,6 +40,8 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     """Train `cell` on `data` (its dataset, on `device`), write its history and test predictions into
     `attempt`, and return the results part of its record (bench/record.py)."""
     specs = {t: data.specs[t] for t in cell.tasks}
+    trainer = Trainer(cell.train, device, cell.seed, on_epoch, weighting=cell.strategy.weighting)
+    apply_numerics(trainer.numerics)  # before anything runs on the device
     seed_everything(cell.seed)
     strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
     make_backbone = backbone_factory(cell, data, device)
@@ -48,7 +49,6 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(cell.train, device, cell.seed, on_epoch, weighting=cell.strategy.weighting)
     result = strategy.fit(model, data, specs, trainer)
     attempt.write_history(result.history)
     preds = trainer.predict(model, data, data.test, specs)
@@ -68,6 +68,7 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
         "images_per_second": result.images / max(result.train_seconds, 1e-9),
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "notes": tuple(data.notes), "extra": result.extra,
+        "numerics": {**trainer.numerics.to_dict(), "cuda_graph": trainer.graphed},
         "specs": {t: s.to_dict() for t, s in specs.items()},
     }
 

@@ -1,11 +1,15 @@
 """The one training loop. Knows nothing of any dataset, model or strategy by name.
 
-Data stays on the device as uint8; each step slices a batch by index, augments it on the device
-(random crop with padding, horizontal flip; the task kinds move their targets along), normalises,
-and runs under bf16 autocast with channels_last on CUDA (plain float32 on CPU). Losses come from
-the task kinds, each on the items of the batch that carry its label. A weighting method
-(bench/weighting; `equal` by default, and always for a single task) turns them into the step's
-gradients; its own parameters train in one more optimizer group, without weight decay. The best
+Data stays on the device as uint8; each epoch is shuffled and augmented on the device up front:
+random crop with padding and horizontal flip (the task kinds move their targets along, the dataset's
+label maps its labels) by a built-in fast path, or, when `train.augment` lists ops, all of them
+through the kornia pipeline (bench/augment), seeded from the cell's generator. Each step slices a
+batch, normalises it and runs under the cell's precision (bench/precision.py: autocast, and a
+gradient scaler for fp16) with channels_last on CUDA. Losses come from the task kinds, each on the
+items of the batch that carry its label; a weighting method (bench/weighting; `equal` by default,
+and always for a single task) turns them into the step's gradients, its own parameters training in
+one more optimizer group without weight decay. The learning rate follows the cell's schedule per
+step (bench/schedules.py; plateau and early stopping act on the epoch's selection metric). The best
 epoch is chosen on validation; its weights are restored before the test set is predicted once.
 
 History columns per epoch: the mean unweighted training loss per task (`train_loss_<task>`), the
@@ -18,7 +22,6 @@ set, the mean cosine between each pair of task gradients (`grad_cos_<a>_vs_<b>`)
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,10 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.augment import LABEL_KINDS, Pipeline, keep, shorthand_ops
 from bench.config import PluginConfig, TrainConfig
+from bench.cuda_graph import GraphedStep
 from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec
-from bench.cuda_graph import GraphedStep
+from bench.precision import backward_step, numerics
+from bench.schedules import EarlyStopping, LrSchedule
 from bench.weighting import Weighting, build
 from bench.weighting.probe import CosineProbe
 
@@ -64,6 +70,8 @@ class Trainer:
         self.on_epoch = on_epoch or (lambda row: None)
         self.cuda = device.type == "cuda"
         self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.numerics = numerics(cfg.precision, cfg.deterministic, device)
+        self.graphed = False  # did any fit replay a captured CUDA graph (recorded with the numerics)
         self.weighting = weighting or PluginConfig(name="equal")  # a method of bench/weighting, per fit
 
     # ---- public API -------------------------------------------------------------------------
@@ -75,11 +83,14 @@ class Trainer:
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
         images_per_epoch = min(steps_per_epoch * cfg.batch_size, len(train))  # a batch larger than train holds all of it
+        augment = self._augmentation(data, specs)  # refuses an op the dataset declares no label map for
         method = self.method(list(specs))
         graph = self._use_graph(extra_loss) and method.graph_safe
         opt = self._optimizer(model, lr_factors or {}, capturable=graph, method=method)
-        base_lrs = [float(g["lr"]) for g in opt.param_groups]
-        lr_at = self._schedule(epochs * steps_per_epoch, steps_per_epoch)
+        higher = cfg.select == "score"  # the selection metric: val loss (lower is better) or score
+        lr = LrSchedule(opt, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, epochs=epochs,
+                        steps_per_epoch=steps_per_epoch, plateau=cfg.plateau, higher_is_better=higher)
+        stop = EarlyStopping(higher_is_better=higher, **cfg.early_stopping) if cfg.early_stopping else None
         norm = self.normaliser(data)
         tasks = len(specs)
         sums = torch.zeros(2 * tasks + 2, device=self.device)  # per-task losses, extra, total, per-task weights
@@ -88,13 +99,13 @@ class Trainer:
                              sums)
         if graph:
             step = self._graphed(step, [model, method], opt, train, specs, norm)
-        probe = self._probe(model, specs, shared) if self.cfg.grad_cosine_every and tasks > 1 and shared else None
+        probe = self._probe(model, specs, shared) if cfg.grad_cosine_every and tasks > 1 and shared else None
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
             sums.zero_()
-            self._train_epoch(model, train, specs, data, norm, step, steps_per_epoch,
-                              lambda i, e=epoch: set_lr(opt, base_lrs, lr_at((e - 1) * steps_per_epoch + i)),
+            self._train_epoch(model, train, specs, augment, norm, step, steps_per_epoch,
+                              lambda i, e=epoch: lr.step((e - 1) * steps_per_epoch + i),
                               probe, (epoch - 1) * steps_per_epoch)
             cosines, probe_seconds = probe.end_epoch() if probe else (None, 0.0)
             seconds = self._now() - t0 - probe_seconds
@@ -115,9 +126,13 @@ class Trainer:
             score = self._selection_score(row, specs)
             if best is None or score > best[0]:
                 best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            metric = score if higher else row["val_loss"]
+            lr.epoch_end(epoch, metric)
+            if stop is not None and stop.update(metric):
+                break
         model.load_state_dict(best[3])
         return FitResult(history=history, best_epoch=best[1], val_metrics=best[2],
-                         train_seconds=train_seconds, images=epochs * images_per_epoch)
+                         train_seconds=train_seconds, images=len(history) * images_per_epoch)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: TaskSet, split: Split, specs: dict[str, TaskSpec]) -> dict[str, torch.Tensor]:
@@ -162,13 +177,13 @@ class Trainer:
                            self.cfg.grad_cosine_every, self.device, self._now, chunk=self.jac_chunk)
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, data, norm, step, steps, set_step_lr, probe=None, first=0) -> None:
+    def _train_epoch(self, model, train, specs, augment, norm, step, steps, set_step_lr, probe=None, first=0) -> None:
         """One epoch of `steps` steps; `probe` (if any) sees each batch first, numbered from `first`."""
         model.train()
         bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
         # small ones per step; a step is then a slice, forward/backward and the update.
-        x, y, m = self._epoch_batches(train, specs, data, norm, steps * bs)
+        x, y, m = self._epoch_batches(train, specs, augment, norm, steps * bs)
         for i in range(steps):
             set_step_lr(i)
             window = slice(i * bs, (i + 1) * bs)
@@ -199,18 +214,22 @@ class Trainer:
 
         return losses
 
-    @staticmethod
-    def _step_fn(losses, opt, method: Weighting, shared, specific, sums) -> Callable:
+    def _step_fn(self, losses, opt, method: Weighting, shared, specific, sums) -> Callable:
         """One optimisation step on a normalised batch; adds its losses and weights to `sums` on the device."""
+        scaler = self.numerics.scaler()  # fp16 only (never graphed)
 
         def step(xb: torch.Tensor, yb: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> None:
             parts, extra, features = losses(xb, yb, mb)
             opt.zero_grad(set_to_none=True)
-            weights = method.backward(parts, shared, specific, features=features, extra=extra)  # (T,)
-            opt.step()
+            if scaler is None:
+                weights = method.backward(parts, shared, specific, features=features, extra=extra)  # (T,)
+                opt.step()
+            else:  # fp16 scales the one total loss: equal weights only (the grid refuses other methods)
+                objective, weights = method.objective(parts)
+                backward_step(objective if extra is None else objective + extra, opt, scaler)
             extra = parts.new_zeros(()) if extra is None else extra.detach()
             total = (parts.detach() * method.base).sum() + extra  # the suite's weighted loss, for the history
-            sums.add_(torch.cat([parts.detach(), extra.view(1), total.view(1), weights.to(sums.dtype)]))
+            sums.add_(torch.cat([parts.detach(), extra.view(1), total.view(1), weights.detach().to(sums.dtype)]))
 
         return step
 
@@ -221,13 +240,16 @@ class Trainer:
         y0 = {t: train.y[t][:bs] for t in specs}
         m0 = {t: m[:bs] for t, m in train.labelled.items() if t in specs}
         try:
-            return GraphedStep(step, modules, opt, x0, y0, m0)
+            graphed = GraphedStep(step, modules, opt, x0, y0, m0)
+            self.graphed = True
+            return graphed
         except RuntimeError as err:  # an op that cannot be captured: run eagerly instead
             warnings.warn(f"CUDA graph capture failed, training eagerly: {err}")
             return step
 
     def _use_graph(self, extra_loss) -> bool:
-        return self.cuda and self.cfg.cuda_graph and self.cfg.optimizer in ("adam", "adamw") and extra_loss is None
+        return (self.cuda and self.cfg.cuda_graph and self.numerics.graph_safe and extra_loss is None
+                and self.cfg.optimizer in ("adam", "adamw"))
 
     @staticmethod
     def _checked(sums: torch.Tensor, tasks: int) -> torch.Tensor:
@@ -237,20 +259,34 @@ class Trainer:
             raise Diverged(f"training loss is not finite ({sums[tasks + 1].item()}) in this epoch")
         return sums
 
-    def _epoch_batches(self, train: Split, specs: dict[str, TaskSpec], data: TaskSet, norm, n: int):
+    def _epoch_batches(self, train: Split, specs: dict[str, TaskSpec], augment, norm, n: int):
         """A shuffled, augmented, normalised epoch of n images: (n, C, H, W), per-task targets and
         the label masks of partially labelled tasks."""
         perm = torch.randperm(len(train), device=self.device, generator=self.gen)[:n]
         masked = [t for t in specs if t in train.labelled]
         xs, ys = [], {t: [] for t in specs}
         for chunk in perm.split(AUGMENT_CHUNK):
-            x, y = self._augment(train.x[chunk], {t: train.y[t][chunk] for t in specs}, specs, data)
+            x, y = augment(train.x[chunk], {t: train.y[t][chunk] for t in specs})
             xs.append(norm(x))
             for t in specs:
                 ys[t].append(y[t])
         return torch.cat(xs), {t: torch.cat(v) for t, v in ys.items()}, {t: train.labelled[t][perm] for t in masked}
 
-    def _augment(self, x: torch.Tensor, y: dict[str, torch.Tensor], specs: dict[str, TaskSpec], data: TaskSet):
+    def _augmentation(self, data: TaskSet, specs: dict[str, TaskSpec]) -> Callable:
+        """(uint8 images, targets) -> augmented ones: the crop_pad / flip shorthands then `augment`'s ops.
+
+        ValueError first for an orientation op a task of `specs` has no label map for (also checked
+        when the suite loads, bench/grid.py)."""
+        cfg, kinds = self.cfg, {t: s.kind for t, s in specs.items()}
+        pipeline = Pipeline(shorthand_ops(cfg.crop_pad, cfg.flip) + list(cfg.augment), dataset=data.name,
+                            label_maps=data.label_maps)
+        pipeline.check(kinds)
+        if cfg.augment:  # kornia: each call draws its seed from the cell's generator
+            return lambda x, y: pipeline(x, y, kinds, generator=self.gen)
+        return lambda x, y: self._crop_flip(x, y, specs, data)
+
+    def _crop_flip(self, x: torch.Tensor, y: dict[str, torch.Tensor], specs: dict[str, TaskSpec], data: TaskSet):
+        """The built-in fast path of the shorthands: random crop, then horizontal flip (4-5x kornia's speed)."""
         cfg = self.cfg
         if cfg.crop_pad:
             x, dy, dx = random_crop(x, cfg.crop_pad, self.gen)
@@ -258,15 +294,15 @@ class Trainer:
         if cfg.flip:
             mask = torch.rand(len(x), device=x.device, generator=self.gen) < 0.5
             x = torch.where(mask[:, None, None, None], x.flip(3), x)
-            y = {t: specs[t].flip_target(v, mask, x.shape[-1]) for t, v in y.items()}
-            if data.flip_labels is not None:
-                y = data.flip_labels(y, mask)
+            y = {t: specs[t].flip_target(v, mask, x.shape[-1]) for t, v in y.items()}  # geometry: the kind's
+            y = {t: data.label_maps[t]["hflip"](v, mask) if specs[t].kind in LABEL_KINDS else v  # labels: the dataset's
+                 for t, v in y.items()}
         return x, y
 
     def normaliser(self, data: TaskSet) -> Callable[[torch.Tensor], torch.Tensor]:
         """uint8 images -> the model's float input (also for inputs a strategy stores, e.g. replay)."""
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
-        dtype = torch.bfloat16 if self.cuda else torch.float32  # autocast casts to bf16 anyway
+        dtype = self.numerics.dtype if self.cuda else torch.float32  # autocast would cast to it anyway
 
         def norm(x: torch.Tensor) -> torch.Tensor:
             return data.standardise(x).to(dtype).contiguous(memory_format=fmt)
@@ -277,7 +313,7 @@ class Trainer:
         model.eval()
         norm, bs = self.normaliser(data), self.cfg.eval_batch_size
         chunks: dict[str, list[torch.Tensor]] = {t: [] for t in specs}
-        tta = self.cfg.tta_flip and data.flip_labels is None  # a label-aware flip changes labels: no TTA
+        tta = self.cfg.tta_flip and self._flip_keeps_labels(data, specs)
         for i in range(0, len(split), bs):
             x = split.x[i:i + bs]
             with self._autocast():
@@ -290,11 +326,14 @@ class Trainer:
                 chunks[t].append(out[t].float())
         return {t: torch.cat(c) for t, c in chunks.items()}
 
+    @staticmethod
+    def _flip_keeps_labels(data: TaskSet, specs: dict[str, TaskSpec]) -> bool:
+        """Flip TTA averages over mirrors: only where every label task declares that a mirror keeps its label."""
+        return all(data.label_maps.get(t, {}).get("hflip") is keep for t, s in specs.items() if s.kind in LABEL_KINDS)
+
     # ---- settings ---------------------------------------------------------------------------
     def _autocast(self, cache: bool = True):
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
-        return torch.autocast("cpu", enabled=False)
+        return self.numerics.autocast(cache)
 
     def _weight(self, task: str) -> float:
         return float(self.cfg.loss_weights.get(task, 1.0))
@@ -321,22 +360,6 @@ class Trainer:
         else:
             kw = {"fused": True} if self.cuda else {"foreach": False}
         return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
-
-    def _schedule(self, total: int, per_epoch: int) -> Callable[[int], float]:
-        cfg = self.cfg
-        warm = max(1, int(cfg.warmup_epochs * per_epoch)) if cfg.warmup_epochs > 0 else 0
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            if cfg.schedule == "constant":
-                return 1.0
-            progress = (step - warm) / max(1, total - warm)
-            if cfg.schedule == "cosine":
-                return 0.5 * (1 + math.cos(math.pi * progress))
-            return max(0.0, 1 - progress)
-
-        return factor
 
     def _epoch_row(self, epoch: int, stage: str, tasks: list[str], sums: torch.Tensor, steps: int, opt) -> dict:
         row = {"stage": stage, "epoch": epoch, "lr": float(opt.param_groups[0]["lr"])}
@@ -370,15 +393,6 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols], dy, dx
-
-
-def set_lr(opt: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
-    """Scale every group's base learning rate; tensor rates (CUDA graphs) are updated in place."""
-    for group, base in zip(opt.param_groups, base_lrs):
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(base * factor)
-        else:
-            group["lr"] = base * factor
 
 
 def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bench import cli
-from bench.config import PluginConfig, TrainConfig, load_suite
+from bench.config import PluginConfig, SuiteError, TrainConfig, load_suite
 from bench.grid import expand
 from bench.kinds import make_spec
 from bench.models import BACKBONES, BackboneContext
@@ -310,3 +310,12 @@ def test_mmoe_gates_mix_the_experts():
         net.gates["q"][1].bias.copy_(torch.tensor([-50.0, 50.0, -50.0]))
     torch.testing.assert_close(net(x)["q"], net.heads["q"](vectors[1]))
     assert math.isclose(sum(p.numel() for p in net.gates["q"].parameters()), (3 * 16 * 16 + 1) * 3)
+
+
+def test_fp16_runs_with_equal_weighting_only(tiny_suite, write_suite):
+    raw = tiny_suite(strategies=["hard_share", {"name": "hard_share", "id": "pcgrad", "weighting": "pcgrad"}])
+    raw["train"]["precision"] = "fp16"
+    with pytest.raises(SuiteError, match=r"strategies\.pcgrad\.weighting: pcgrad with train\.precision fp16; .*bf16 or fp32"):
+        expand(load_suite(write_suite(raw)))
+    raw["strategies"] = ["hard_share"]
+    assert expand(load_suite(write_suite(raw, "equal")))  # equal keeps fp16's scaled step

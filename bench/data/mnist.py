@@ -6,7 +6,8 @@ holds it; with `download: true` and files missing, uses torchvision's download i
 When only the 10,000-image test set is there, that set is the whole pool, split deterministically
 (stratified by digit) into train and test by `test_fraction`, and the report says so.
 
-Mirrored digits are not digits: suites on this dataset set `flip: false`.
+Label maps: none. A mirrored or turned digit is not a digit (6 / 9), so the augmentation pipeline
+refuses flips and quarter turns here; small rotations need the op's `label_invariant: true`.
 """
 
 from __future__ import annotations

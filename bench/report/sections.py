@@ -300,14 +300,15 @@ def training_curves(d: ReportData) -> str:
                     frames.append(h.assign(step=np.arange(1, len(h) + 1)))
             if frames:
                 histories[strategy] = pd.concat(frames)
-        cols = ["train_loss"] + [f"val_{t}_{s.primary}" for t, s in specs.items()]
+        cols = ["train_loss"] + [f"val_{t}_{s.primary}" for t, s in specs.items()] + ["lr"]
         path = figures.training_curves(d.fig_dir / f"curves_{ds}.png", f"{ds}: training curves (mean over seeds)",
                                        histories, cols)
         parts.append(f"![curves {ds}]({d.figure_link(path)})")
     if not parts:
         return ""
-    return "## Training curves\n\nTraining loss and the validation metric per epoch; a validation curve " \
-           "that falls while the training loss keeps dropping marks overfitting.\n\n" + "\n\n".join(parts)
+    return "## Training curves\n\nTraining loss, the validation metric and the learning rate (`lr`, at each " \
+           "epoch's end) per epoch; a validation curve that falls while the training loss keeps dropping " \
+           "marks overfitting.\n\n" + "\n\n".join(parts)
 
 
 def ensembles(d: ReportData) -> str:
@@ -403,8 +404,9 @@ def reproduce(d: ReportData) -> str:
 
 
 from bench.report.forgetting_section import forgetting  # noqa: E402  (late: it uses dataset_specs above)
+from bench.report.protocol import numerics, reference_comparison  # noqa: E402
 from bench.report.weighting_section import weighting  # noqa: E402
 
-SECTIONS = [header, summary_tables, ensembles, classification_details, confusion_matrices, per_class_accuracy,
+SECTIONS = [header, summary_tables, reference_comparison, numerics, ensembles, classification_details, confusion_matrices, per_class_accuracy,
             residual_diagnostics, hardest_examples, training_curves, forgetting, weighting, failures, stale_cells,
             appendix, reproduce]
