@@ -109,6 +109,23 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SlurmConfig:
+    """How `--executor slurm` submits the suite's cells (bench/executors/slurm.py), one array task per
+    cell. Command-line flags win over these; not part of any cell's key."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    time_min: int = 120  # wall-clock limit of each cell's job, minutes (sbatch --time)
+    gpus_per_task: int = 0  # GPUs per cell (sbatch --gpus-per-node; one task per job)
+    cpus_per_task: int = 2  # also the job's torch threads
+    mem_gb: float = 8.0  # host memory per cell, GB (sbatch --mem)
+    array_parallelism: int = 256  # array tasks running at once (sbatch --array=0-N%P); submitit's default
+    additional: dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {account: x, qos: y}
+
+
+SLURM_MINIMUM = {"time_min": 1, "gpus_per_task": 0, "cpus_per_task": 1, "mem_gb": 0, "array_parallelism": 1}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Reference:
     """What a protocol suite is compared with in its report (display only, never computed with)."""
 
@@ -131,9 +148,11 @@ class Suite:
     train_keys: tuple[str, ...] = ()  # the train settings the suite's own `train:` sets (the rest: defaults)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     reference: Reference = field(default_factory=Reference)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
-SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking", "reference")
+SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking", "reference",
+              "slurm")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -197,6 +216,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
         train_keys=tuple(_mapping(raw.get("train", {}), "train")),
         tracking=_tracking(raw.get("tracking")),
         reference=_reference(raw.get("reference"), strategies, datasets),
+        slurm=slurm_config(raw.get("slurm") or {}, "slurm"),
     )
 
 
@@ -219,6 +239,21 @@ def _tracking(raw: Any) -> TrackingConfig:
     for key in ("mlflow", "tensorboard"):
         if getattr(cfg, key) is not None and not getattr(cfg, key).strip():
             raise ValueError(f"tracking.{key}: empty; give a URI or folder, or leave the key out")
+    return cfg
+
+
+def slurm_config(raw: Any, where: str = "slurm", *, flags: bool = False) -> SlurmConfig:
+    """A `slurm:` block with its values checked. flags=True: the values came from command-line flags
+    (`--cpus-per-task` ...), which the errors then name instead of the key path."""
+    cfg = _dataclass_from(SlurmConfig, raw, where)
+    for key, least in SLURM_MINIMUM.items():
+        value = getattr(cfg, key)
+        if value < least or (key == "mem_gb" and value <= 0):
+            name = f"--{key.replace('_', '-')}" if flags else f"{where}.{key}"
+            raise ValueError(f"{name}: {value!r} is too small; expected {'> 0' if key == 'mem_gb' else f'>= {least}'}")
+    if cfg.partition is not None and not cfg.partition.strip():
+        raise ValueError(f"{'--partition' if flags else where + '.partition'}: empty; name a partition or leave it "
+                         "out for the cluster's default")
     return cfg
 
 

@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from bench.config import PluginConfig, SuiteError
 from bench.grid import Cell
-from bench.runner import run_cells
+from bench.executors import run_cells
 from bench.store import Store
 from bench.strategies import STRATEGIES
 from bench.train_cell import pick_device

@@ -20,7 +20,7 @@ from bench.config import load_suite
 from bench.grid import CORE_TRAINING_CODE, expand
 from bench.record import Record, RecordError, read_record
 from bench.report import figures, write_report
-from bench.runner import run_cells
+from bench.executors import run_cells
 from bench.store import Store
 from bench.strategies import STRATEGIES, HardShare
 from conftest import REPO, SUITES
