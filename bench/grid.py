@@ -172,8 +172,24 @@ def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy
 def _combined_cell(suite: Suite, ds: DatasetConfig, st: StrategyConfig, members: list[Cell]) -> Cell:
     """One seed-less cell over the members' tasks; it records the members' backbone and training."""
     tasks = tuple(t for t in ds.tasks if any(t in m.tasks for m in members))
+    _check_combinable(suite, ds, st, tasks)
     return Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=None, backbone=members[0].backbone,
                 train=members[0].train, split=False, members=tuple(members))
+
+
+def _check_combinable(suite: Suite, ds: DatasetConfig, st: StrategyConfig, tasks: tuple[str, ...]) -> None:
+    """SuiteError before any training when a combined cell would hold a task whose kind has no
+    `combine` (segmentation masks, detection box lists: no sound average of stored predictions)."""
+    from bench.data import declaration
+    from bench.kinds import KINDS, TaskSpec
+
+    kinds = {t: k for part in ds.parts or (ds,) for t, k in declaration(part).kinds.items() if t in tasks}
+    bad = {t: k for t, k in kinds.items() if KINDS.get(k).combine is TaskSpec.combine}
+    if bad:
+        listed = ", ".join(f"{t} ({k})" for t, k in bad.items())
+        raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): an ensemble combines stored "
+                         f"predictions, and these tasks' kinds cannot be combined: {listed}; give the entry it "
+                         "combines `tasks:` without them, or remove the ensemble")
 
 
 def check_cell_train(train: TrainConfig, ds: DatasetConfig, tasks: tuple[str, ...]) -> None:

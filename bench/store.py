@@ -82,6 +82,15 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+def _required_arrays(record: Record, task: str) -> tuple[str, ...]:
+    """The arrays a finished cell stores for `task`, as its kind says (TaskSpec.required_arrays); a record
+    without specs (older stores) or of an unknown kind: predictions and targets."""
+    from bench.kinds import KINDS, TaskSpec
+
+    kind = record.specs.get(task, {}).get("kind")
+    return (KINDS.get(kind) if kind in KINDS else TaskSpec).required_arrays
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
@@ -147,7 +156,7 @@ class Store:
             return None
         path = self.cell_dir(cell) / PREDICTIONS
         names = set(self._npz(path).files) if path.exists() else set()
-        missing = [f"{k}__{t}" for t in record.tasks for k in ("pred", "target") if f"{k}__{t}" not in names]
+        missing = [f"{k}__{t}" for t in record.tasks for k in _required_arrays(record, t) if f"{k}__{t}" not in names]
         if missing:
             raise RecordError(path, f"incomplete: no {', '.join(missing)}")
         return record

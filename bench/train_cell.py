@@ -1,8 +1,9 @@
 """One cell's training: what every stored number of a trained cell comes from, beyond the trainer.
 
 Seeds, the cell's numerics (precision, TF32, cuDNN autotuning, determinism: bench/precision.py), the
-backbone's statistics sample, the model from the strategy, the strategy's fit through
-the Trainer, and the test predictions, metrics and loss gallery written into the cell's attempt.
+backbone's statistics sample, the model from the strategy, the strategy's fit through the Trainer,
+and the test predictions and metrics, stored in the cell's attempt as each task's kind decides
+(`TaskSpec.stored_arrays`: predictions and a loss gallery, or confusion matrices and examples).
 This module is part of every trained cell's key (bench/grid.py: CORE_TRAINING_CODE); the
 bookkeeping around it (attempts, records, failures, progress) lives in bench/runner.py.
 """
@@ -24,7 +25,6 @@ from bench.strategies import STRATEGIES
 from bench.trainer import Trainer
 
 STATS_SAMPLE = 2048  # train images a backbone may see for data-dependent statistics
-GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), for the report's gallery
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -58,9 +58,8 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
         part = data.test.part(t)  # the test items labelled for t, which `predict` scored
         pred, target = p.cpu().numpy(), part.y[t].cpu().numpy()
         test[t] = specs[t].metrics(pred, target)
-        arrays[f"pred__{t}"] = pred.astype(np.float16)
-        arrays[f"target__{t}"] = target
-        arrays.update(_gallery(t, specs[t].item_losses(pred, target), part.x))
+        stored = specs[t].stored_arrays(pred, target, _take_images(part.x))  # what is stored is the kind's decision
+        arrays.update({f"{k}__{t}": v for k, v in stored.items()})
     attempt.write_predictions(arrays)
     return {
         "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch, "epochs": len(result.history),
@@ -73,14 +72,9 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     }
 
 
-def _gallery(task: str, losses: np.ndarray, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """The GALLERY_SIZE highest-loss test items of one task: their indices, losses and images (k, C, H, W).
-
-    Kept in every cell (a few KB): which seeds finish, or get added later, is not known here.
-    """
-    idx = np.argsort(-losses, kind="stable")[:GALLERY_SIZE]
-    return {f"gallery_index__{task}": idx, f"gallery_loss__{task}": losses[idx].astype(np.float32),
-            f"gallery_x__{task}": x[torch.from_numpy(idx).to(x.device)].cpu().numpy()}
+def _take_images(x: torch.Tensor):
+    """indices (k,) -> those images of x (N, C, H, W) as a uint8 numpy array (k, C, H, W)."""
+    return lambda idx: x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(x.device)].cpu().numpy()
 
 
 def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):

@@ -38,7 +38,7 @@ from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec
 from bench.precision import backward_step, numerics
 from bench.schedules import EarlyStopping, LrSchedule
-from bench.weighting import Weighting, build
+from bench.weighting import Weighting, build, split_params
 from bench.weighting.probe import CosineProbe
 
 AUGMENT_CHUNK = 16384  # images augmented per call: bounds the crop's index tensors
@@ -77,8 +77,14 @@ class Trainer:
     # ---- public API -------------------------------------------------------------------------
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
             train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
-            lr_factors: dict[str, float] | None = None, stage: str = "") -> FitResult:
-        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`."""
+            lr_factors: dict[str, float] | None = None, stage: str = "", lr: float | None = None,
+            freeze_norm: bool = False) -> FitResult:
+        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`.
+
+        lr_factors: `param_groups()` name or name prefix ("shared" covers "shared/neck") -> factor of
+        the peak learning rate `lr` (default: the config's); 0 leaves a group out of the optimizer.
+        freeze_norm: batch-norm layers normalise with their running statistics and keep them (their
+        affine weights still train), so this fit's data cannot shift what earlier fits normalised with."""
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
@@ -86,10 +92,11 @@ class Trainer:
         augment = self._augmentation(data, specs)  # refuses an op the dataset declares no label map for
         method = self.method(list(specs))
         graph = self._use_graph(extra_loss) and method.graph_safe
-        opt = self._optimizer(model, lr_factors or {}, capturable=graph, method=method)
+        opt = self._optimizer(model, lr_factors or {}, capturable=graph, lr=cfg.lr if lr is None else lr,
+                              method=method)
         higher = cfg.select == "score"  # the selection metric: val loss (lower is better) or score
-        lr = LrSchedule(opt, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, epochs=epochs,
-                        steps_per_epoch=steps_per_epoch, plateau=cfg.plateau, higher_is_better=higher)
+        schedule = LrSchedule(opt, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, epochs=epochs,
+                              steps_per_epoch=steps_per_epoch, plateau=cfg.plateau, higher_is_better=higher)
         stop = EarlyStopping(higher_is_better=higher, **cfg.early_stopping) if cfg.early_stopping else None
         norm = self.normaliser(data)
         tasks = len(specs)
@@ -97,24 +104,24 @@ class Trainer:
         shared, specific = split_params(model)
         step = self._step_fn(self._losses_fn(model, specs, extra_loss, graph, method), opt, method, shared, specific,
                              sums)
-        if graph:
+        if graph:  # captured in training mode: the model may come in eval mode (a previous stage's evaluation)
+            train_mode(model, freeze_norm)
             step = self._graphed(step, [model, method], opt, train, specs, norm)
         probe = self._probe(model, specs, shared) if cfg.grad_cosine_every and tasks > 1 and shared else None
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
             sums.zero_()
-            self._train_epoch(model, train, specs, augment, norm, step, steps_per_epoch,
-                              lambda i, e=epoch: lr.step((e - 1) * steps_per_epoch + i),
+            self._train_epoch(model, train, specs, augment, norm, step, steps_per_epoch, freeze_norm,
+                              lambda i, e=epoch: schedule.step((e - 1) * steps_per_epoch + i),
                               probe, (epoch - 1) * steps_per_epoch)
-            cosines, probe_seconds = probe.end_epoch() if probe else (None, 0.0)
+            cosines, probe_seconds = probe.end_epoch(list(specs)) if probe else ({}, 0.0)
             seconds = self._now() - t0 - probe_seconds
             train_seconds += seconds
             row = self._epoch_row(epoch, stage, list(specs), self._checked(sums, tasks), steps_per_epoch, opt)
             method.end_epoch(sums[:tasks] / steps_per_epoch)  # the epoch's mean unweighted losses (T,)
-            if cosines is not None:
-                row.update(cosine_columns(list(specs), cosines))
-                row["grad_cos_seconds"] = probe_seconds
+            if probe is not None:
+                row.update(cosines, grad_cos_seconds=probe_seconds)
             row["train_seconds"] = seconds
             row["step_ms"] = 1000 * seconds / steps_per_epoch
             row["images_per_second"] = images_per_epoch / seconds
@@ -127,7 +134,7 @@ class Trainer:
             if best is None or score > best[0]:
                 best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
             metric = score if higher else row["val_loss"]
-            lr.epoch_end(epoch, metric)
+            schedule.epoch_end(epoch, metric)
             if stop is not None and stop.update(metric):
                 break
         model.load_state_dict(best[3])
@@ -177,9 +184,10 @@ class Trainer:
                            self.cfg.grad_cosine_every, self.device, self._now, chunk=self.jac_chunk)
 
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, augment, norm, step, steps, set_step_lr, probe=None, first=0) -> None:
+    def _train_epoch(self, model, train, specs, augment, norm, step, steps, freeze_norm, set_step_lr,
+                     probe=None, first=0) -> None:
         """One epoch of `steps` steps; `probe` (if any) sees each batch first, numbered from `first`."""
-        model.train()
+        train_mode(model, freeze_norm)
         bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
         # small ones per step; a step is then a slice, forward/backward and the update.
@@ -339,27 +347,29 @@ class Trainer:
         return float(self.cfg.loss_weights.get(task, 1.0))
 
     def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False,
-                   method: Weighting | None = None) -> torch.optim.Optimizer:
+                   lr: float | None = None, method: Weighting | None = None) -> torch.optim.Optimizer:
         cfg = self.cfg
+        peak = cfg.lr if lr is None else lr
 
-        def lr(factor: float):  # a graph replays with device-side learning rates it can read
-            return torch.tensor(cfg.lr * factor, device=self.device) if capturable else cfg.lr * factor
+        def group_lr(factor: float):  # a graph replays with device-side learning rates it can read
+            return torch.tensor(peak * factor, device=self.device) if capturable else peak * factor
 
-        groups = [{"params": ps, "lr": lr(lr_factors.get(name, 1.0)), "name": name}
-                  for name, ps in model.param_groups().items() if ps and lr_factors.get(name, 1.0) > 0]
+        factors = {name: group_factor(name, lr_factors) for name in model.param_groups()}
+        groups = [{"params": ps, "lr": group_lr(factors[name]), "name": name}
+                  for name, ps in model.param_groups().items() if ps and factors[name] > 0]
         own = [p for p in method.parameters() if p.requires_grad] if method is not None else []
         if own:  # learned log-variances, GradNorm's weights: no decay pulling them to 0
-            groups.append({"params": own, "lr": lr(1.0), "name": "weighting", "weight_decay": 0.0})
+            groups.append({"params": own, "lr": group_lr(1.0), "name": "weighting", "weight_decay": 0.0})
         if cfg.optimizer == "sgd":
             kw = {"fused": True} if self.cuda else {"foreach": False}
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+            return torch.optim.SGD(groups, lr=peak, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **kw)
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         if capturable:
             kw = {"foreach": True, "capturable": True}
         else:
             kw = {"fused": True} if self.cuda else {"foreach": False}
-        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+        return cls(groups, lr=peak, weight_decay=cfg.weight_decay, **kw)
 
     def _epoch_row(self, epoch: int, stage: str, tasks: list[str], sums: torch.Tensor, steps: int, opt) -> dict:
         row = {"stage": stage, "epoch": epoch, "lr": float(opt.param_groups[0]["lr"])}
@@ -379,6 +389,26 @@ class Trainer:
         return time.perf_counter()
 
 
+def train_mode(model: nn.Module, freeze_norm: bool = False) -> None:
+    """model.train(), with its batch-norm layers left in eval mode when `freeze_norm`."""
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def group_factor(name: str, factors: dict[str, float]) -> float:
+    """The learning-rate factor of parameter group `name`: the entry for the name itself, else for its
+    longest "/"-prefix ("shared/late" -> "shared"), else 1.0."""
+    parts = name.split("/")
+    for k in range(len(parts), 0, -1):
+        prefix = "/".join(parts[:k])
+        if prefix in factors:
+            return float(factors[prefix])
+    return 1.0
+
+
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-image random crop of a zero-padded batch back to its size. x: (B, C, H, W).
 
@@ -393,17 +423,3 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols], dy, dx
-
-
-def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(shared, specific) trainable parameters from `param_groups()`: the `head/<task>` groups are
-    task-specific, every other group (backbone, shared) is read by more than one task."""
-    shared, specific = [], []
-    for name, params in model.param_groups().items():
-        (specific if name.startswith("head/") else shared).extend(p for p in params if p.requires_grad)
-    return shared, specific
-
-
-def cosine_columns(tasks: list[str], cosines: torch.Tensor) -> dict[str, float]:
-    """History columns `grad_cos_<a>_vs_<b>` (a before b in task order) from a (T, T) cosine matrix."""
-    return {f"grad_cos_{a}_vs_{b}": float(cosines[i, j]) for i, a in enumerate(tasks) for j, b in enumerate(tasks) if i < j}

@@ -12,8 +12,8 @@ from bench.kinds import KINDS, TaskSpec, make_spec
 from bench.models import BACKBONES, BackboneContext, count_params
 from bench.registry import declared_params
 from bench.strategies import STRATEGIES, Strategy
-from bench.trainer import Trainer, split_params
-from bench.weighting import WEIGHTINGS
+from bench.trainer import Trainer
+from bench.weighting import WEIGHTINGS, split_params
 
 CIFAR = {
     "class10": make_spec("multiclass", name="class10", classes=10),
@@ -40,14 +40,16 @@ def test_cifar_parameter_counts(strategy, tasks, expected):
     assert _cifar_params(strategy, tasks) == expected
 
 
+BATCH, SIZE = 4, 32
 # One task of every kind, with out_dim > 1 where the kind allows, so a transposed output would show.
 SPECS = {
     "multiclass": make_spec("multiclass", name="mc", classes=5),
     "binary": make_spec("binary", name="bin", classes=2),
     "regression": make_spec("regression", name="reg", dim=2),
+    "segmentation": make_spec("segmentation", name="seg", classes=3),
+    "detection": make_spec("detection", name="det", classes=2, image_size=SIZE),
 }
-TINY_PARAMS = {"width": 64}  # applied where a backbone declares the parameter
-BATCH, SIZE = 4, 32
+TINY_PARAMS = {"width": 64, "widths": [8, 16], "channels": 8, "neck_channels": 8}  # where a backbone declares them
 
 
 def test_specs_cover_every_task_kind():
@@ -59,14 +61,31 @@ def _builds_a_model(strategy: Strategy) -> bool:
     return type(strategy).build is not Strategy.build
 
 
+def _boxes(gen: torch.Generator) -> torch.Tensor:
+    """(BATCH, 2, 5): one box per image [x1, y1, x2, y2, class] inside the image, and a padding row."""
+    corner = torch.randint(0, SIZE // 2, (BATCH, 2), generator=gen).float()
+    size = torch.randint(4, SIZE // 2, (BATCH, 2), generator=gen).float()
+    cls = torch.randint(0, 2, (BATCH, 1), generator=gen).float()
+    box = torch.cat([corner, corner + size, cls], 1)
+    return torch.stack([box, torch.tensor([0, 0, 0, 0, -1.0]).expand(BATCH, 5)], 1)
+
+
+# Random targets in each kind's layout (first dimension: the batch).
+TARGETS = {
+    "multiclass": lambda s, g: torch.randint(0, s.classes, (BATCH,), generator=g),
+    "binary": lambda s, g: torch.randint(0, 2, (BATCH,), generator=g),
+    "regression": lambda s, g: torch.rand(BATCH, s.dim, generator=g),
+    "segmentation": lambda s, g: torch.randint(0, s.classes, (BATCH, SIZE, SIZE), generator=g),
+    "detection": lambda s, g: _boxes(g),
+}
+
+
+def test_targets_cover_every_task_kind():
+    assert set(TARGETS) == set(KINDS.names())
+
+
 def _targets(specs: dict[str, TaskSpec], gen: torch.Generator) -> dict[str, torch.Tensor]:
-    out = {}
-    for t, s in specs.items():
-        if s.kind == "regression":
-            out[t] = torch.rand(BATCH, s.dim, generator=gen)
-        else:
-            out[t] = torch.randint(0, s.classes, (BATCH,), generator=gen)
-    return out
+    return {t: TARGETS[s.kind](s, gen) for t, s in specs.items()}
 
 
 @pytest.mark.parametrize("strategy_name", STRATEGIES.names())
@@ -94,7 +113,7 @@ def _check_forward_backward(model: torch.nn.Module, specs: dict[str, TaskSpec], 
     out = model(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen))
     assert set(out) == set(specs)
     for t, s in specs.items():
-        assert out[t].shape == (BATCH, s.out_channels), t
+        assert out[t].shape[:2] == (BATCH, s.out_channels), t  # (B, C) or a map (B, C, h, w)
         assert torch.isfinite(out[t]).all(), t
     y = _targets(specs, gen)
     sum(s.loss(out[t], y[t]) for t, s in specs.items()).backward()

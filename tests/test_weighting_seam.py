@@ -23,8 +23,8 @@ from bench.models.mmoe import MMoENet
 from bench.models.mtan import Attention, MTANNet
 from bench.store import Store
 from bench.cuda_graph import restore
-from bench.trainer import Trainer, split_params
-from bench.weighting import WEIGHTINGS, build
+from bench.trainer import Trainer
+from bench.weighting import WEIGHTINGS, build, split_params
 from bench.weighting.loss_level import Equal
 from bench.weighting.probe import CosineProbe
 
@@ -244,16 +244,19 @@ def test_the_cosine_probe_measures_what_autograd_gives():
     probe = CosineProbe(model, losses, shared, 3, every=2, device=CPU, clock=lambda: 0.0)
     probe(1, x, {}, {})  # not a multiple of `every`: nothing measured
     probe(2, x, {}, {})
-    mean, _ = probe.end_epoch()
+    columns, _ = probe.end_epoch(["p", "q", "r"])
     assert torch.equal(torch.random.get_rng_state(), state)  # dropout will draw the same masks in the step
     assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())  # running statistics untouched
 
     torch.random.set_rng_state(state)  # the same dropout mask as the probe's forward
     parts = losses(x, {}, {})
     grads = [torch.cat([g.flatten() for g in torch.autograd.grad(parts[i], shared, retain_graph=True)]) for i in range(3)]
-    expected = torch.tensor([[float(nn.functional.cosine_similarity(a, b, dim=0)) for b in grads] for a in grads])
-    torch.testing.assert_close(mean, expected, atol=1e-5, rtol=1e-5)
-    assert torch.isnan(probe.end_epoch()[0]).all()  # a new epoch without measurements
+    expected = {f"grad_cos_{a}_vs_{b}": float(nn.functional.cosine_similarity(grads[i], grads[j], dim=0))
+                for i, j, a, b in ((0, 1, "p", "q"), (0, 2, "p", "r"), (1, 2, "q", "r"))}
+    assert columns.keys() == expected.keys()
+    for k, v in expected.items():
+        assert columns[k] == pytest.approx(v, abs=1e-5), k
+    assert all(math.isnan(v) for v in probe.end_epoch(["p", "q", "r"])[0].values())  # an epoch without measurements
 
 
 # ---- MTAN and MMoE against their formulas -----------------------------------------------------

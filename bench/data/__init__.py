@@ -74,6 +74,13 @@ class Split:
             return self
         return self.take(self.labelled[task].nonzero().squeeze(1))
 
+    def any_of(self, tasks: list[str] | tuple[str, ...]) -> "Split":
+        """The items labelled for at least one of `tasks` (all of them when one has complete labels)."""
+        if any(t not in self.labelled for t in tasks):
+            return self
+        keep = torch.stack([self.labelled[t] for t in tasks]).any(0)
+        return self if keep.all() else self.take(keep.nonzero().squeeze(1))
+
     def groups(self, tasks: list[str]) -> list[tuple[list[str], "Split"]]:
         """Tasks grouped by the items labelled for them, each group with those items, in task order:
         a dataset labelled for every task gives one group over the whole split; a union of
@@ -189,6 +196,11 @@ def source_digest(module_file: str) -> str:
     return hashlib.sha256(Path(module_file).read_bytes()).hexdigest()[:16]
 
 
+def files_key(paths) -> str:
+    """A cache-key text naming source files by path, size and modification time (a changed file re-reads)."""
+    return ":".join(f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in paths)
+
+
 def _writable(folder: Path) -> bool:
     """Writable and not marked read-only (root may write anywhere; a r-x folder is meant to stay clean)."""
     return folder.is_dir() and os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
@@ -233,9 +245,10 @@ def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
     if not 0 < n_val < len(train):
         raise ValueError(f"dataset {cfg.name}: val_size {cfg.val_size} leaves no train or no validation images")
     train, val = carve(train, _stratify_labels(pool, train), n_val, gen)
-    return TaskSet(name=cfg.name, train=train.only(cfg.tasks), val=val.only(cfg.tasks), test=test.only(cfg.tasks),
-                   specs=specs, mean=(), std=(), notes=list(pool.notes),
-                   label_maps={t: m for t, m in decl.label_maps.items() if t in cfg.tasks})
+    # a loader labelling its tasks on separate images (digit scenes) keeps only those of the chosen tasks
+    train, val, test = (split.only(cfg.tasks).any_of(cfg.tasks) for split in (train, val, test))
+    return TaskSet(name=cfg.name, train=train, val=val, test=test, specs=specs, mean=(), std=(),
+                   notes=list(pool.notes), label_maps={t: m for t, m in decl.label_maps.items() if t in cfg.tasks})
 
 
 def _check_same_images(parts: list[TaskSet], name: str) -> None:
@@ -293,6 +306,8 @@ def _stratify_labels(pool: Pool, split: Split) -> torch.Tensor:
         labels = spec.stratify_labels(split.y[t])
         if labels is not None and t not in split.labelled:
             return labels
+    if split.labelled:  # tasks labelled on separate items (digit scenes): keep each task's share
+        return torch.stack(list(split.labelled.values()), 1).long().argmax(1)
     return torch.zeros(len(split), dtype=torch.long)
 
 
@@ -303,4 +318,4 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 # Importing the loader modules registers them.
-from bench.data import cifar, freq3, image_folder, mnist, npz, shapes, synthetic  # noqa: E402,F401
+from bench.data import cifar, digit_scenes, fashion_mnist, freq3, image_folder, mnist, npz, shapes, synthetic  # noqa: E402,F401

@@ -40,6 +40,9 @@ class MMoENet(nn.Module):
         self.gates = nn.ModuleDict({t: nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, experts), nn.Softmax(dim=1))
                                     for t in self.tasks})
         self.heads = make_heads(self.experts[0].features(), specs, heads or {})
+        if not any(h.reads == "vector" for h in self.heads.values()):
+            for expert in self.experts:
+                expert.trunk = None  # every head reads the map (dense tasks): a trunk would never train
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_features(x)[0]
@@ -60,9 +63,12 @@ class MMoENet(nn.Module):
         return out, features
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """backbone: the experts' stages; shared: their trunks; head/<task>: the head and the gate."""
-        groups = {"backbone": [p for e in self.experts for p in e.stages.parameters()],
-                  "shared": [p for e in self.experts if e.trunk is not None for p in e.trunk.parameters()]}
+        """The experts' backbone groups, joined by name (backbone: their stages; shared: their trunks,
+        or finer shared/<part>); head/<task>: the head and the gate."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        for expert in self.experts:
+            for name, params in expert.param_groups().items():
+                groups.setdefault(name, []).extend(params)
         groups.update({f"head/{t}": list(self.heads[t].parameters()) + list(self.gates[t].parameters())
                        for t in self.tasks})
         return groups

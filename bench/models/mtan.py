@@ -65,6 +65,8 @@ class MTANNet(nn.Module):
         self.attention = nn.ModuleDict({t: nn.ModuleList(
             Attention(c if j == 0 else 2 * c, c) for j, (c, _, _) in enumerate(stages)) for t in self.tasks})
         self.heads = make_heads(backbone.features(), specs, heads or {})
+        if not any(h.reads == "vector" for h in self.heads.values()):
+            backbone.trunk = None  # every head reads the map (dense tasks): a trunk would never train
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_features(x)[0]
@@ -86,11 +88,10 @@ class MTANNet(nn.Module):
         return out, features
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """backbone: its stages; shared: its trunk and the resampling convs f; head/<task>: the head
-        and that task's attention modules."""
-        trunk = list(self.backbone.trunk.parameters()) if self.backbone.trunk is not None else []
-        groups = {"backbone": list(self.backbone.stages.parameters()),
-                  "shared": trunk + list(self.resample.parameters())}
+        """The backbone's groups (backbone, shared: its trunk, or finer shared/<part>), the resampling
+        convs f added to "shared"; head/<task>: the head and that task's attention modules."""
+        groups = self.backbone.param_groups()
+        groups["shared"] = groups.get("shared", []) + list(self.resample.parameters())
         groups.update({f"head/{t}": list(self.heads[t].parameters()) + list(self.attention[t].parameters())
                        for t in self.tasks})
         return groups

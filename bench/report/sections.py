@@ -384,9 +384,9 @@ def stale_cells(d: ReportData) -> str:
 def appendix(d: ReportData) -> str:
     if d.rows.empty:
         return ""
-    table = []
+    table, specs = [], {ds: dataset_specs(d, ds) for ds in d.rows.dataset.unique()}
     for _, r in d.rows.iterrows():
-        metric = "test_accuracy" if "test_accuracy" in r and not pd.isna(r.get("test_accuracy")) else "test_mae"
+        metric = f"test_{specs[r.dataset][r.task].primary}"  # each task's primary metric, in its own column
         table.append({"cell": r.cell + (" (stale)" if r.cell in d.stale else ""), "task": r.task, metric.replace("test_", ""): f"{r[metric]:.4f}",
                       "best epoch": _or_dash(r.best_epoch, "{:.0f}"), "train s": f"{r.train_seconds:.1f}",
                       "img/s": _or_dash(r.images_per_second, "{:,.0f}")})
@@ -403,10 +403,11 @@ def reproduce(d: ReportData) -> str:
     return f"## Reproduce\n\n```\n{d.command}\n```\n\n{where}"
 
 
-from bench.report.forgetting_section import forgetting  # noqa: E402  (late: it uses dataset_specs above)
+from bench.report.dense_section import dense_tasks  # noqa: E402  (late: these use the helpers above)
+from bench.report.forgetting_section import forgetting  # noqa: E402
 from bench.report.protocol import numerics, reference_comparison  # noqa: E402
 from bench.report.weighting_section import weighting  # noqa: E402
 
 SECTIONS = [header, summary_tables, reference_comparison, numerics, ensembles, classification_details, confusion_matrices, per_class_accuracy,
-            residual_diagnostics, hardest_examples, training_curves, forgetting, weighting, failures, stale_cells,
-            appendix, reproduce]
+            residual_diagnostics, hardest_examples, dense_tasks, training_curves, forgetting, weighting, failures,
+            stale_cells, appendix, reproduce]

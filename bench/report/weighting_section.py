@@ -126,7 +126,7 @@ def _pairs(tasks: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _cos(a: str, b: str) -> str:
-    return f"grad_cos_{a}_vs_{b}"  # the trainer's history column (bench/trainer.py: cosine_columns)
+    return f"grad_cos_{a}_vs_{b}"  # the trainer's history column (bench/weighting/probe.py)
 
 
 def _step_ms(entry: Entry) -> list[float]:

@@ -110,6 +110,16 @@ def task_gradient_cosines(losses: Tensor, shared: Sequence[Tensor], chunk: int |
     return gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gram.dtype).tiny)
 
 
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(shared, specific) trainable parameters of a model from its `param_groups()`: the `head/<task>`
+    groups are task-specific, every other group (backbone, shared, shared/<part>) is read by more than
+    one task."""
+    shared, specific = [], []
+    for name, params in model.param_groups().items():
+        (specific if name.startswith("head/") else shared).extend(p for p in params if p.requires_grad)
+    return shared, specific
+
+
 def gramian(rows: Sequence[Tensor]) -> Tensor:
     """J J^T (T, T) in float32, summed over the blocks of per-tensor Jacobians (T, ...)."""
     return sum(r.flatten(1).float() @ r.flatten(1).float().T for r in rows)

@@ -50,10 +50,12 @@ class CosineProbe:
         self.count += 1
         self.seconds += self.clock() - t0
 
-    def end_epoch(self) -> tuple[Tensor, float]:
-        """The epoch's mean (T, T) cosines (nan when none was measured) and the seconds spent; resets."""
-        mean = self.total / self.count if self.count else torch.full_like(self.total, float("nan"))
+    def end_epoch(self, tasks: list[str]) -> tuple[dict[str, float], float]:
+        """The epoch's history columns `grad_cos_<a>_vs_<b>` (a before b in `tasks`' order; the mean
+        of its measurements, nan when none fell in it) and the seconds spent; resets."""
+        mean = (self.total / self.count if self.count else torch.full_like(self.total, float("nan"))).cpu()
         seconds = self.seconds
         self.total.zero_()
         self.count, self.seconds = 0, 0.0
-        return mean.cpu(), seconds
+        return {f"grad_cos_{a}_vs_{b}": float(mean[i, j]) for i, a in enumerate(tasks)
+                for j, b in enumerate(tasks) if i < j}, seconds
