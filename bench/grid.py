@@ -16,6 +16,7 @@ includes their keys, so it is recomputed whenever a member's config or code chan
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 from dataclasses import dataclass
@@ -97,8 +98,8 @@ class Cell:
         strategy = STRATEGIES.get(self.strategy.name)
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
                    *inspect.getmro(strategy), *strategy.builds]
-        own = {p for p in map(_package_path, plugins) if p}
-        return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own))
+        own = _with_siblings({p for p in map(_package_path, plugins) if p})
+        return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own - set(CORE_TRAINING_CODE)))
 
     def code(self) -> dict[str, str]:
         """Hashes of `code_files()`, as stored in the cell's record."""
@@ -227,6 +228,40 @@ def _package_path(obj) -> str | None:
         return None
     path = Path(source).resolve()
     return path.relative_to(PACKAGE).as_posix() if path.is_relative_to(PACKAGE) else None
+
+
+def _with_siblings(paths: set[str]) -> set[str]:
+    """Plug-in modules plus the modules of their own folder that they import, transitively: e.g.
+    data/digit_scenes.py reads MNIST through data/mnist.py, whose edits change its cells too."""
+    out, todo = set(paths), list(paths)
+    while todo:
+        rel = todo.pop()
+        folder, _, name = rel.rpartition("/")
+        if not folder or name == "__init__.py":  # top-level modules import core or non-training code; a
+            continue  # package's __init__ is core, and it imports every plug-in to register them
+        for dotted in _bench_imports(PACKAGE / rel):
+            path = _module_path(dotted)
+            if path and path.rpartition("/")[0] == folder and path not in out:
+                out.add(path)
+                todo.append(path)
+    return out
+
+
+def _bench_imports(source: Path) -> set[str]:
+    """Dotted names this module's `import bench...` / `from bench... import x` statements may load."""
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("bench")}
+    return names
+
+
+def _module_path(dotted: str) -> str | None:
+    """bench.data.mnist -> data/mnist.py, when that file exists (packages and attributes: None)."""
+    path = PACKAGE.joinpath(*dotted.split(".")[1:]).with_suffix(".py")
+    return path.relative_to(PACKAGE).as_posix() if path.is_file() else None
 
 
 def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:

@@ -247,3 +247,11 @@ def test_the_report_imports_no_training_code():
     assert seen.isdisjoint({"bench.grid", "bench.strategies", "bench.trainer", "bench.config", "bench.runner",
                             "bench.combine", "bench.data", "bench.models"}), sorted(seen)
     assert {"bench.record", "bench.store", "bench.report.sections"} <= seen
+
+
+def test_a_plugin_module_brings_the_modules_of_its_folder_it_imports():
+    # digit_scenes reads MNIST through data/mnist.py: editing that reader must make its cells stale
+    cells = expand(load_suite(SUITES / "smoke_onehead.yaml"))
+    scenes = next(c for c in cells if "seg" in c.tasks)
+    assert {"data/digit_scenes.py", "data/mnist.py"} <= set(scenes.code_files())
+    assert "data/cifar.py" not in scenes.code_files()  # a sibling it does not import
