@@ -49,6 +49,9 @@ class TrainConfig:
     cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW, bf16; else eager)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
     eval_batch_size: int = 2048
+    # steps between measurements of the cosines between task gradients on the shared parameters
+    # (history columns for the report; one forward and T backward passes each, not timed as training); 0 = off
+    grad_cosine_every: int = 0
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -93,6 +96,8 @@ class StrategyConfig:
     tasks: tuple[str, ...] | None = None  # train on a subset of the dataset's tasks
     backbone: PluginConfig | None = None  # overrides the suite's backbone
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    # how the per-task losses become one update (bench/weighting); `equal`: sum of loss_weights x losses
+    weighting: PluginConfig = field(default_factory=lambda: PluginConfig(name="equal"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,7 +195,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
     strategies = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
     _check_members(strategies, STRATEGIES)
     seeds = _seeds(raw["seeds"])
-    for st in strategies:
+    for i, st in enumerate(strategies):
         for ds in datasets:
             unknown = set(st.tasks or ()) - set(ds.tasks)
             if unknown:
@@ -198,6 +203,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
                     f"strategies.{st.id}.tasks: {sorted(unknown)} not among dataset "
                     f"{ds.name}'s tasks {list(ds.tasks)}"
                 )
+            _check_weighting_values(st.weighting, len(st.tasks or ds.tasks), f"strategies[{i}].weighting")
     return Suite(
         name=str(raw.get("name", path.stem)),
         path=str(path),
@@ -288,6 +294,8 @@ def check_train_values(cfg: TrainConfig, where: str) -> None:
             raise ValueError(f"{where}.{key}: {getattr(cfg, key)!r} unknown; valid: {', '.join(valid)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"{where}: epochs and batch_size must be >= 1")
+    if cfg.grad_cosine_every < 0:
+        raise ValueError(f"{where}.grad_cosine_every: {cfg.grad_cosine_every}; expected steps >= 0 (0 = off)")
     for key, check in (("plateau", check_plateau), ("early_stopping", check_early_stopping)):
         try:
             check(getattr(cfg, key))
@@ -387,7 +395,7 @@ def _union(name: str, body: dict, registry: Registry, where: str) -> DatasetConf
     return DatasetConfig(name=name, tasks=tuple(owner), parts=tuple(parts), train=train)
 
 
-STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train")
+STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train", "weighting")
 
 
 def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[StrategyConfig, ...]:
@@ -412,6 +420,7 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             backbone = _plugin(backbone, f"{where}.backbone", backbones)
         train = entry.pop("train", {})
         _check_overrides(train, f"{where}.train")
+        weighting = _weighting(entry.pop("weighting", "equal"), f"{where}.weighting", name, registry)
         check_params(registry.get(name), entry, where)
         try:  # the strategy's own value checks; its messages start with the parameter's name
             registry.get(name)(**entry)
@@ -419,9 +428,32 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             raise ValueError(f"{where}.{err}") from None
         out.append(StrategyConfig(
             id=sid, name=name, params=entry, backbone=backbone, train=train,
-            tasks=tuple(tasks) if tasks else None,
+            tasks=tuple(tasks) if tasks else None, weighting=weighting,
         ))
     return tuple(out)
+
+
+def _weighting(raw: Any, where: str, strategy: str, strategies: Registry) -> PluginConfig:
+    """`weighting: pcgrad` or `{name: cagrad, c: 0.4}`: a registered method and its declared parameters."""
+    from bench.weighting import WEIGHTINGS
+
+    cfg = _plugin(raw, where, WEIGHTINGS)
+    if cfg.name != "equal" and not strategies.get(strategy).weighs_tasks:
+        joint = [n for n in strategies.names() if strategies.get(n).weighs_tasks]
+        raise ValueError(f"{where}: {strategy} trains one task per model or stage, or trains nothing, so it has "
+                         f"no task losses to weigh; remove the key (weightings apply to: {', '.join(joint)})")
+    return cfg
+
+
+def _check_weighting_values(cfg: PluginConfig, tasks: int, where: str) -> None:
+    """The method's own value checks, some of which depend on the number of tasks (Krum needs 3)."""
+    if cfg.name == "equal" or tasks < 2:  # one task: the trainer uses equal weights (nothing to weigh)
+        return
+    import torch
+
+    from bench.weighting import build
+
+    build(cfg.name, cfg.params, torch.ones(tasks), where=where)
 
 
 def _check_members(strategies: tuple[StrategyConfig, ...], registry: Registry) -> None:

@@ -2,9 +2,10 @@
 
 datasets x strategies x seeds, where a strategy may split a dataset's tasks into several cells
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
-report label, e.g. `cifar10__stl(task=class10)__seed0`, and a key hashing its fully resolved config
-together with the code its training runs (CORE_TRAINING_CODE plus the modules of its dataset loader,
-backbone and strategy classes), so a stored result is reused only for the same config and code.
+report label, e.g. `cifar10__stl(task=class10)__seed0` or `freq3__pcgrad(weighting=pcgrad)__seed0`, and a
+key hashing its fully resolved config together with the code its training runs (CORE_TRAINING_CODE
+plus the modules of its dataset loader, backbone, strategy classes and the models they build), so a
+stored result is reused only for the same config and code.
 Editing the report, the CLI or a plug-in the cell does not use leaves its key alone.
 
 A combining entry (an ensemble) gets one seed-less cell per dataset, named by its parameters and
@@ -29,12 +30,14 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 # trained stale. train_cell.py seeds, sets the numerics, draws the backbone's statistics sample,
 # predicts the test set and computes the stored metrics and loss gallery; the trainer's schedules,
 # precision and augmentation (the kornia pipeline, and the label-map contract of the fast path) are
-# modules of their own. Not in: the runner's bookkeeping (attempts, records, progress), config
-# parsing (the resolved config is hashed itself), the grid, store, record, registry, report and CLI.
-# The modules of the task kinds, dataset loader, backbone and strategy a cell uses are added per
-# cell (found from the registries).
+# modules of their own, and its step goes through the weighting package and, on CUDA, cuda_graph.py.
+# Not in: the runner's bookkeeping (attempts, records, progress), config parsing (the resolved config
+# is hashed itself), the grid, store, record, registry, report and CLI. The modules of the task
+# kinds, dataset loader, backbone and strategy a cell uses are added per cell (found from the
+# registries).
 CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "schedules.py", "precision.py", "augment/__init__.py",
-                      "augment/ops.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py")
+                      "augment/ops.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py",
+                      "weighting", "cuda_graph.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -56,6 +59,8 @@ class Cell:
         # Mapping-valued params (e.g. heads) would make unreadable names; ids already tell entries
         # apart, and the key still covers every param.
         params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
+        if self.strategy.weighting.name != "equal":  # its parameters, like dict params, only in the key
+            params["weighting"] = self.strategy.weighting.name
         if self.members:
             params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:
@@ -80,7 +85,8 @@ class Cell:
 
     def code_files(self) -> tuple[str, ...]:
         """The bench/ files this cell's training runs: the core list, and the modules defining its
-        dataset loader, backbone and strategy class with its bases (found from the registered objects)."""
+        dataset loader, backbone, strategy class with its bases and the model classes the strategy
+        builds (found from the registered objects)."""
         from bench.data import DATASETS, declaration
         from bench.kinds import KINDS
         from bench.models import BACKBONES
@@ -89,8 +95,9 @@ class Cell:
         parts = self.dataset.parts or (self.dataset,)  # a union: each part's loader and kinds
         loaders = [DATASETS.get(part.registered) for part in parts]
         kinds = [KINDS.get(kind) for part in parts for t, kind in declaration(part).kinds.items() if t in self.tasks]
+        strategy = STRATEGIES.get(self.strategy.name)
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
-                   *inspect.getmro(STRATEGIES.get(self.strategy.name))]
+                   *inspect.getmro(strategy), *strategy.builds]
         own = _with_siblings({p for p in map(_package_path, plugins) if p})
         return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own - set(CORE_TRAINING_CODE)))
 
@@ -150,6 +157,9 @@ def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy
         raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): {err}") from None
     train = merge_train(suite.train, ds.train, st.train)
     _check_loss_weights(train, ds, suite.path)
+    if train.precision == "fp16" and st.weighting.name != "equal":
+        raise SuiteError(f"{suite.path}: strategies.{st.id}.weighting: {st.weighting.name} with train.precision fp16; "
+                         "the fp16 gradient scaler runs with equal weighting only: use precision bf16 or fp32")
     for tasks in subsets:
         try:
             check_cell_train(train, ds, tasks)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from torch import nn
 from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec
 from bench.models import Backbone, CrossStitchNet, MultiHeadNet, check_heads
+from bench.models.mmoe import MMoENet
+from bench.models.mtan import MTANNet
 from bench.registry import Registry
 from bench.trainer import FitResult, Trainer
 
@@ -46,6 +48,9 @@ class Strategy:
     """Joint training of one model on all of the cell's tasks (the default hooks)."""
 
     multi_task = True  # False for single-task baselines; the report pairs the others against them
+    weighs_tasks = True  # trains its tasks together, so a suite may give it a `weighting` method
+    # Model classes `build` makes from outside bench/models/__init__.py: their modules join the cell's key.
+    builds: ClassVar[tuple[type, ...]] = ()
 
     def cell_tasks(self, tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
         return [tasks]
@@ -95,6 +100,7 @@ class SingleTask(HardShare):
     """Single-task learning: one independent model per task, each its own cell."""
 
     multi_task = False
+    weighs_tasks = False
 
     def cell_tasks(self, tasks):
         return [(t,) for t in super().cell_tasks(tasks)[0]]
@@ -116,6 +122,34 @@ class CrossStitch(WithHeads):
                               self_weight=self.self_weight, heads=self.heads)
 
 
+@STRATEGIES.register("mtan")
+@dataclass(frozen=True, kw_only=True)
+class MTAN(WithHeads):
+    """A shared backbone with task-specific attention modules over its stages (Liu, Johns and Davison 2019)."""
+
+    builds = (MTANNet,)
+
+    def build(self, specs, make_backbone):
+        return MTANNet(make_backbone(), specs, self.heads)
+
+
+@STRATEGIES.register("mmoe")
+@dataclass(frozen=True, kw_only=True)
+class MMoE(WithHeads):
+    """Shared expert backbones mixed by a softmax gate per task (Ma et al. 2018)."""
+
+    builds = (MMoENet,)
+    experts: int = 3  # backbone columns; each adds one backbone's compute and parameters
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.experts < 1:
+            raise ValueError(f"experts: expected at least 1, got {self.experts}")
+
+    def build(self, specs, make_backbone):
+        return MMoENet(make_backbone, specs, experts=self.experts, heads=self.heads)
+
+
 @STRATEGIES.register("ensemble")
 @dataclass(frozen=True, kw_only=True)
 class Ensemble(Strategy):
@@ -123,6 +157,8 @@ class Ensemble(Strategy):
 
     STL members are per task, so each task averages the member cells that predict it.
     """
+
+    weighs_tasks = False
 
     of: str = ""  # the strategy id whose cells are averaged; required
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # need not be among the suite's seeds
@@ -146,6 +182,8 @@ class SequentialLwF(HardShare):
     FitResult.extra. Learning-rate factors per parameter group apply from the second stage on: the
     first stage trains every group at the full rate (there is nothing to protect yet).
     """
+
+    weighs_tasks = False  # one task per stage (plus distillation): nothing to weigh
 
     order: list[str] = field(default_factory=list)  # stage order; empty: the cell's task order
     temperature: float | dict[str, float] = 2.0  # for all tasks, or task -> T (missing: 2.0); LwF's T

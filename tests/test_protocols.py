@@ -20,7 +20,6 @@ from bench.report import ReportData, task_rows
 from bench.report.protocol import reference_comparison
 from bench.store import Store
 from conftest import SUITES, put_result
-from test_data import cifar_tar_root  # noqa: F401  (a fixture: a small real CIFAR-10 tar)
 
 PROTOCOLS = ("seed000_protocol", "seed001_protocol", "seed002_protocol")
 SIZES = {"epochs", "batch_size"}  # the train settings a smoke variant may shrink
@@ -85,8 +84,8 @@ def test_seed000_protocol_smoke_runs_and_reports_beside_its_tuned_suite(tmp_path
     assert "fp32 (fp16 asked)" in report.split("## Precision and determinism")[1]
 
 
-def test_seed001_protocol_smoke_runs_on_real_cifar(cifar_tar_root, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("BENCH_DATA_DIR", str(cifar_tar_root))
+def test_seed001_protocol_smoke_runs_on_real_cifar(cifar_small_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(cifar_small_root))  # conftest: a small real CIFAR-10 tar
     (record,) = run("smoke_seed001_protocol", tmp_path, "--strategies", "hard_share", "--no-report")
     assert record["status"] == "done" and record["numerics"]["deterministic"]
     assert record["numerics"]["precision"] == "fp32" and record["config"]["train"]["augment"][0]["op"] == "rotate"

@@ -406,7 +406,8 @@ def reproduce(d: ReportData) -> str:
 from bench.report.dense_section import dense_tasks  # noqa: E402  (late: these use the helpers above)
 from bench.report.forgetting_section import forgetting  # noqa: E402
 from bench.report.protocol import numerics, reference_comparison  # noqa: E402
+from bench.report.weighting_section import weighting  # noqa: E402
 
 SECTIONS = [header, summary_tables, reference_comparison, numerics, ensembles, classification_details, confusion_matrices, per_class_accuracy,
-            residual_diagnostics, hardest_examples, dense_tasks, training_curves, forgetting, failures, stale_cells,
-            appendix, reproduce]
+            residual_diagnostics, hardest_examples, dense_tasks, training_curves, forgetting, weighting, failures,
+            stale_cells, appendix, reproduce]
