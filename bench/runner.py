@@ -25,6 +25,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -221,6 +222,7 @@ def provenance(device: torch.device) -> dict:
     }
 
 
+@lru_cache(maxsize=1)  # two git calls took 6 s of a 14 s smoke run when made per cell; a run has one commit
 def _git_commit() -> str | None:
     if os.environ.get("BENCH_GIT_COMMIT"):  # set where the checkout travels without .git (a GPU box)
         return os.environ["BENCH_GIT_COMMIT"]
