@@ -69,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "perf":
         from bench.perf import perf
 
-        rows = perf(cells, args.epochs, args.device)
+        weightings = args.weightings.split(",") if args.weightings else None
+        try:
+            rows = perf(cells, args.epochs, args.device, weightings)
+        except SuiteError as err:
+            console.print(f"[red]invalid arguments[/red]: {escape(str(err))}", highlight=False)
+            return 2
         return 1 if any(r["status"] != "done" for r in rows) else 0
     _report(suite, grid, args, console)
     return 0
@@ -269,6 +274,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="print every resolved train setting of every entry, marking defaults")
         if name == "perf":
             s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
+            s.add_argument("--weightings", help="comma-separated weighting methods, or all: also run each "
+                                                "jointly trained multi-task cell with each (and equal)")
         if name in ("run", "run-cell"):
             s.add_argument("--force", action="store_true", help="rerun cells that are already finished")
             s.add_argument("--threads", type=int, help="torch threads per cell run (default: inline torch's own, "

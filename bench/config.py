@@ -53,6 +53,9 @@ class TrainConfig:
     cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW, bf16; else eager)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
     eval_batch_size: Annotated[int, Range(">= 1")] = 2048
+    # steps between measurements of the cosines between task gradients on the shared parameters
+    # (history columns for the report; one forward and T backward passes each, not timed as training); 0 = off
+    grad_cosine_every: Annotated[int, Range(">= 0")] = 0
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -99,6 +102,8 @@ class StrategyConfig:
     tasks: tuple[str, ...] | None = None  # train on a subset of the dataset's tasks
     backbone: PluginConfig | None = None  # overrides the suite's backbone
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    # how the per-task losses become one update (bench/weighting); `equal`: sum of loss_weights x losses
+    weighting: PluginConfig = field(default_factory=lambda: PluginConfig(name="equal"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +206,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
     strategies = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
     _check_members(strategies, STRATEGIES)
     seeds = _seeds(raw["seeds"])
-    for st in strategies:
+    for i, st in enumerate(strategies):
         for ds in datasets:
             unknown = set(st.tasks or ()) - set(ds.tasks)
             if unknown:
@@ -209,6 +214,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
                     f"strategies.{st.id}.tasks: {sorted(unknown)} not among dataset "
                     f"{ds.name}'s tasks {list(ds.tasks)}"
                 )
+            _check_weighting_values(st.weighting, len(st.tasks or ds.tasks), f"strategies[{i}].weighting")
     return Suite(
         name=text(raw.get("name", path.stem), "name"),
         path=str(path),
@@ -250,7 +256,8 @@ def _tracking(raw: Any) -> TrackingConfig:
 def text(value: Any, where: str) -> str:
     """A string setting; a YAML 1.1 boolean (an unquoted `no`) or a number is refused."""
     if not isinstance(value, str):
-        raise ValueError(f"{where}: expected a string, got {value!r}" + (YAML_BOOL_HINT if isinstance(value, bool) else ""))
+        hint = YAML_BOOL_HINT if isinstance(value, bool) else ""
+        raise ValueError(f"{where}: expected a string, got {value!r}{hint}")
     return value
 
 
@@ -411,7 +418,7 @@ def _union(name: str, body: dict, registry: Registry, where: str) -> DatasetConf
     return DatasetConfig(name=name, tasks=tuple(owner), parts=tuple(parts), train=train)
 
 
-STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train")
+STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train", "weighting")
 
 
 def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[StrategyConfig, ...]:
@@ -439,6 +446,7 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             backbone = _plugin(backbone, f"{where}.backbone", backbones)
         train = entry.pop("train", {})
         _check_overrides(train, f"{where}.train")
+        weighting = _weighting(entry.pop("weighting", "equal"), f"{where}.weighting", name, registry)
         check_params(registry.get(name), entry, where)
         try:  # the strategy's own value checks; its messages start with the parameter's name
             registry.get(name)(**entry)
@@ -446,9 +454,35 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             raise ValueError(f"{where}.{err}") from None
         out.append(StrategyConfig(
             id=sid, name=name, params=entry, backbone=backbone, train=train,
-            tasks=tuple(tasks) if tasks else None,
+            tasks=tuple(tasks) if tasks else None, weighting=weighting,
         ))
     return tuple(out)
+
+
+def _weighting(raw: Any, where: str, strategy: str, strategies: Registry) -> PluginConfig:
+    """`weighting: pcgrad` or `{name: cagrad, c: 0.4}`: a registered method and its declared parameters.
+    The default, `equal`, is taken without importing the methods (torch modules, bench/weighting)."""
+    if raw == "equal":
+        return PluginConfig(name="equal")
+    from bench.weighting import WEIGHTINGS
+
+    cfg = _plugin(raw, where, WEIGHTINGS)
+    if cfg.name != "equal" and not strategies.get(strategy).weighs_tasks:
+        joint = [n for n in strategies.names() if strategies.get(n).weighs_tasks]
+        raise ValueError(f"{where}: {strategy} trains one task per model or stage, or trains nothing, so it has "
+                         f"no task losses to weigh; remove the key (weightings apply to: {', '.join(joint)})")
+    return cfg
+
+
+def _check_weighting_values(cfg: PluginConfig, tasks: int, where: str) -> None:
+    """The method's own value checks, some of which depend on the number of tasks (Krum needs 3)."""
+    if cfg.name == "equal" or tasks < 2:  # one task: the trainer uses equal weights (nothing to weigh)
+        return
+    import torch
+
+    from bench.weighting import build
+
+    build(cfg.name, cfg.params, torch.ones(tasks), where=where)
 
 
 def _check_members(strategies: tuple[StrategyConfig, ...], registry: Registry) -> None:

@@ -2,9 +2,10 @@
 
 datasets x strategies x seeds, where a strategy may split a dataset's tasks into several cells
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
-report label, e.g. `cifar10__stl(task=class10)__seed0`, and a key hashing its fully resolved config
-together with the code its training runs (CORE_TRAINING_CODE plus the modules of its dataset loader,
-backbone and strategy classes), so a stored result is reused only for the same config and code.
+report label, e.g. `cifar10__stl(task=class10)__seed0` or `freq3__pcgrad(weighting=pcgrad)__seed0`, and a
+key hashing its fully resolved config together with the code its training runs (CORE_TRAINING_CODE
+plus the modules of its dataset loader, backbone, strategy classes and the models they build), so a
+stored result is reused only for the same config and code.
 Editing the report, the CLI or a plug-in the cell does not use leaves its key alone.
 
 A combining entry (an ensemble) gets one seed-less cell per dataset, named by its parameters and
@@ -19,7 +20,6 @@ import ast
 import dataclasses
 import inspect
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from bench import record as R
@@ -30,14 +30,16 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 # trained stale. train_cell.py seeds, sets the numerics, draws the backbone's statistics sample,
 # predicts the test set and computes the stored metrics and loss gallery; the trainer's schedules,
 # precision and augmentation (the kornia pipeline, and the label-map contract of the fast path) are
-# modules of their own. Not in: the runner's bookkeeping (attempts, records, progress), config
-# parsing (the resolved config is hashed itself), the grid, store, record, registry, report and CLI.
-# The modules of the task kinds, dataset loader, backbone and strategy a cell uses are added per
-# cell (found from the registries), with the bench modules they import inside their functions
-# (where a plug-in module defers its torch side, e.g. dual_stream_net).
+# modules of their own, and its step goes through the weighting package and, on CUDA, cuda_graph.py.
+# Not in: the runner's bookkeeping (attempts, records, progress), config parsing (the resolved config
+# is hashed itself), the grid, store, record, registry, report and CLI. The modules of the task
+# kinds, dataset loader, backbone and strategy a cell uses are added per cell (found from the
+# registries), with the modules of their own folders they import (where a plug-in module defers its
+# torch side to a sibling, e.g. models/dual_stream_net.py). models/nets.py holds the multi-task
+# models every strategy builds.
 CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "schedules.py", "precision.py", "augment/__init__.py",
                       "augment/ops.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py",
-                      "models/nets.py")
+                      "models/nets.py", "weighting", "cuda_graph.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -59,6 +61,8 @@ class Cell:
         # Mapping-valued params (e.g. heads) would make unreadable names; ids already tell entries
         # apart, and the key still covers every param.
         params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
+        if self.strategy.weighting.name != "equal":  # its parameters, like dict params, only in the key
+            params["weighting"] = self.strategy.weighting.name
         if self.members:
             params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:
@@ -83,7 +87,8 @@ class Cell:
 
     def code_files(self) -> tuple[str, ...]:
         """The bench/ files this cell's training runs: the core list, and the modules defining its
-        dataset loader, backbone and strategy class with its bases (found from the registered objects)."""
+        dataset loader, backbone, strategy class with its bases and the model classes the strategy
+        builds (found from the registered objects)."""
         from bench.data import DATASETS, declaration
         from bench.kinds import KINDS
         from bench.models import BACKBONES
@@ -92,12 +97,12 @@ class Cell:
         parts = self.dataset.parts or (self.dataset,)  # a union: each part's loader and kinds
         loaders = [DATASETS.get(part.registered) for part in parts]
         kinds = [KINDS.get(kind) for part in parts for t, kind in declaration(part).kinds.items() if t in self.tasks]
+        strategy = STRATEGIES.get(self.strategy.name)
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
-                   *inspect.getmro(STRATEGIES.get(self.strategy.name))]
-        own = {p for p in map(_package_path, plugins) if p}
-        own |= {d for p in own for d in deferred_imports(p)}
+                   *inspect.getmro(strategy)]
+        own = _with_siblings({p for p in map(_package_path, plugins) if p} | set(strategy.builds))
         core = CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ())
-        return core + tuple(sorted(own - set(core)))
+        return core + tuple(sorted(own - set(CORE_TRAINING_CODE)))
 
     def code(self) -> dict[str, str]:
         """Hashes of `code_files()`, as stored in the cell's record."""
@@ -155,6 +160,9 @@ def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy
         raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): {err}") from None
     train = merge_train(suite.train, ds.train, st.train)
     _check_loss_weights(train, ds, suite.path)
+    if train.precision == "fp16" and st.weighting.name != "equal":
+        raise SuiteError(f"{suite.path}: strategies.{st.id}.weighting: {st.weighting.name} with train.precision fp16; "
+                         "the fp16 gradient scaler runs with equal weighting only: use precision bf16 or fp32")
     for tasks in subsets:
         try:
             check_cell_train(train, ds, tasks)
@@ -225,32 +233,38 @@ def _package_path(obj) -> str | None:
     return path.relative_to(PACKAGE).as_posix() if path.is_relative_to(PACKAGE) else None
 
 
-@lru_cache(maxsize=None)
-def deferred_imports(rel: str) -> tuple[str, ...]:
-    """bench/-relative files of the bench modules that module `rel` imports inside its functions: the
-    torch side a plug-in module builds with, which its top level leaves out so suites validate fast."""
-    found = []
-    for fn in ast.walk(ast.parse((PACKAGE / rel).read_text())):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for node in ast.walk(fn):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # a name may be a module
-            found += [p for p in map(_module_file, names) if p]
-    return tuple(sorted(set(found)))
+def _with_siblings(paths: set[str]) -> set[str]:
+    """Plug-in modules plus the modules of their own folder that they import, transitively: e.g.
+    data/digit_scenes.py reads MNIST through data/mnist.py, whose edits change its cells too."""
+    out, todo = set(paths), list(paths)
+    while todo:
+        rel = todo.pop()
+        folder, _, name = rel.rpartition("/")
+        if not folder or name == "__init__.py":  # top-level modules import core or non-training code; a
+            continue  # package's __init__ is core, and it imports every plug-in to register them
+        for dotted in _bench_imports(PACKAGE / rel):
+            path = _module_path(dotted)
+            if path and path.rpartition("/")[0] == folder and path not in out:
+                out.add(path)
+                todo.append(path)
+    return out
 
 
-def _module_file(module: str) -> str | None:
-    """bench.models.nets -> "models/nets.py", bench.models -> "models/__init__.py"; None elsewhere."""
-    parts = module.split(".")
-    if parts[0] != "bench" or len(parts) < 2:
-        return None
-    base = PACKAGE.joinpath(*parts[1:])
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path.relative_to(PACKAGE).as_posix()
-    return None
+def _bench_imports(source: Path) -> set[str]:
+    """Dotted names this module's `import bench...` / `from bench... import x` statements may load."""
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("bench")}
+    return names
+
+
+def _module_path(dotted: str) -> str | None:
+    """bench.data.mnist -> data/mnist.py, when that file exists (packages and attributes: None)."""
+    path = PACKAGE.joinpath(*dotted.split(".")[1:]).with_suffix(".py")
+    return path.relative_to(PACKAGE).as_posix() if path.is_file() else None
 
 
 def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:

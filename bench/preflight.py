@@ -204,4 +204,5 @@ def probe(cell: Cell, data: TaskSet, device: torch.device, steps: int = PROBE_ST
     measured = result.history[-1]["train_seconds"]  # the second epoch's steps: no warm-up in them
     t0 = time.perf_counter()  # fit has evaluated `val` twice already: warm
     trainer.evaluate(model, data, val, specs)
-    return Timing(step=measured / max(1, n // cell.train.batch_size), item=(time.perf_counter() - t0) / max(1, len(val)))
+    evaluated = time.perf_counter() - t0
+    return Timing(step=measured / max(1, n // cell.train.batch_size), item=evaluated / max(1, len(val)))

@@ -51,7 +51,8 @@ class Range:
             side = "lo" if m[1][0] == ">" else "hi"
             values = {side: float(m[2]), f"{side}_open": len(m[1]) == 1}
         else:
-            raise ValueError(f"Range({self.text!r}): expected '[a, b]', '(a, b)', '[a, b)', '> a', '>= a', '< b' or '<= b'")
+            raise ValueError(f"Range({self.text!r}): expected '[a, b]', '(a, b)', '[a, b)', '> a', '>= a', '< b' "
+                             "or '<= b'")
         for name, value in values.items():
             object.__setattr__(self, name, value)
 

@@ -28,6 +28,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -258,6 +259,7 @@ def _version(package: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=1)  # two git calls took 6 s of a 14 s smoke run when made per cell; a run has one commit
 def _git_commit() -> str | None:
     if os.environ.get("BENCH_GIT_COMMIT"):  # set where the checkout travels without .git (a GPU box)
         return os.environ["BENCH_GIT_COMMIT"]

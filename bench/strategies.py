@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Annotated, Callable
+from typing import TYPE_CHECKING, Annotated, Callable, ClassVar
 
 import numpy as np
 
@@ -48,6 +48,10 @@ class Strategy:
     """Joint training of one model on all of the cell's tasks (the default hooks)."""
 
     multi_task = True  # False for single-task baselines; the report pairs the others against them
+    weighs_tasks = True  # trains its tasks together, so a suite may give it a `weighting` method
+    # bench/-relative modules of the models `build` makes besides bench/models/nets.py (imported where
+    # they build, so a suite validates without torch): they join the cell's key.
+    builds: ClassVar[tuple[str, ...]] = ()
 
     def cell_tasks(self, tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
         return [tasks]
@@ -103,6 +107,7 @@ class SingleTask(HardShare):
     """Single-task learning: one independent model per task, each its own cell."""
 
     multi_task = False
+    weighs_tasks = False
 
     def cell_tasks(self, tasks):
         return [(t,) for t in super().cell_tasks(tasks)[0]]
@@ -126,6 +131,33 @@ class CrossStitch(WithHeads):
                               self_weight=self.self_weight, heads=self.heads)
 
 
+@STRATEGIES.register("mtan")
+@dataclass(frozen=True, kw_only=True)
+class MTAN(WithHeads):
+    """A shared backbone with task-specific attention modules over its stages (Liu, Johns and Davison 2019)."""
+
+    builds = ("models/mtan.py",)
+
+    def build(self, specs, make_backbone):
+        from bench.models.mtan import MTANNet
+
+        return MTANNet(make_backbone(), specs, self.heads)
+
+
+@STRATEGIES.register("mmoe")
+@dataclass(frozen=True, kw_only=True)
+class MMoE(WithHeads):
+    """Shared expert backbones mixed by a softmax gate per task (Ma et al. 2018)."""
+
+    builds = ("models/mmoe.py",)
+    experts: Annotated[int, Range(">= 1")] = 3  # backbone columns; each adds one backbone's compute and parameters
+
+    def build(self, specs, make_backbone):
+        from bench.models.mmoe import MMoENet
+
+        return MMoENet(make_backbone, specs, experts=self.experts, heads=self.heads)
+
+
 @STRATEGIES.register("ensemble")
 @dataclass(frozen=True, kw_only=True)
 class Ensemble(Strategy):
@@ -133,6 +165,8 @@ class Ensemble(Strategy):
 
     STL members are per task, so each task averages the member cells that predict it.
     """
+
+    weighs_tasks = False
 
     of: str = ""  # the strategy id whose cells are averaged; required
     seeds: Annotated[list[int], SEEDS] = field(default_factory=lambda: [0, 1, 2])  # need not be among the suite's
@@ -156,6 +190,8 @@ class SequentialLwF(HardShare):
     FitResult.extra. Learning-rate factors per parameter group apply from the second stage on: the
     first stage trains every group at the full rate (there is nothing to protect yet).
     """
+
+    weighs_tasks = False  # one task per stage (plus distillation): nothing to weigh
 
     order: list[str] = field(default_factory=list)  # stage order; empty: the cell's task order
     # for all tasks, or task -> T (missing: 2.0); LwF's T

@@ -40,7 +40,7 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     """Train `cell` on `data` (its dataset, on `device`), write its history and test predictions into
     `attempt`, and return the results part of its record (bench/record.py)."""
     specs = {t: data.specs[t] for t in cell.tasks}
-    trainer = Trainer(cell.train, device, cell.seed, on_epoch)
+    trainer = Trainer(cell.train, device, cell.seed, on_epoch, weighting=cell.strategy.weighting)
     apply_numerics(trainer.numerics)  # before anything runs on the device
     seed_everything(cell.seed)
     strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)

@@ -6,9 +6,18 @@ label maps its labels) by a built-in fast path, or, when `train.augment` lists o
 through the kornia pipeline (bench/augment), seeded from the cell's generator. Each step slices a
 batch, normalises it and runs under the cell's precision (bench/precision.py: autocast, and a
 gradient scaler for fp16) with channels_last on CUDA. Losses come from the task kinds, each on the
-items of the batch that carry its label. The learning rate follows the cell's schedule per step
-(bench/schedules.py; plateau and early stopping act on the epoch's selection metric). The best epoch
-is chosen on validation; its weights are restored before the test set is predicted once.
+items of the batch that carry its label; a weighting method (bench/weighting; `equal` by default,
+and always for a single task) turns them into the step's gradients, its own parameters training in
+one more optimizer group without weight decay. The learning rate follows the cell's schedule per
+step (bench/schedules.py; plateau and early stopping act on the epoch's selection metric). The best
+epoch is chosen on validation; its weights are restored before the test set is predicted once.
+
+History columns per epoch: the mean unweighted training loss per task (`train_loss_<task>`), the
+suite-weighted total (`train_loss`, the loss_weights' sum whatever the method), the method's mean
+weight per task (`weight_<task>`; nan for aggregators that do not combine the task gradients
+linearly), time in training steps (`train_seconds`, `step_ms`) and, when `grad_cosine_every` is
+set, the mean cosine between each pair of task gradients (`grad_cos_<a>_vs_<b>`) with its cost
+(`grad_cos_seconds`, not counted as training time).
 """
 
 from __future__ import annotations
@@ -23,11 +32,14 @@ import torch
 from torch import nn
 
 from bench.augment import LABEL_KINDS, Pipeline, keep, shorthand_ops
-from bench.config import TrainConfig
+from bench.config import PluginConfig, TrainConfig
+from bench.cuda_graph import GraphedStep
 from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec
 from bench.precision import backward_step, numerics
 from bench.schedules import EarlyStopping, LrSchedule
+from bench.weighting import Weighting, build, split_params
+from bench.weighting.probe import CosineProbe
 
 AUGMENT_CHUNK = 16384  # images augmented per call: bounds the crop's index tensors
 # (model, normalised batch (B, C, H, W), the model's outputs on it) -> scalar added to the loss
@@ -50,7 +62,8 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device, seed: int, on_epoch: EpochCallback | None = None):
+    def __init__(self, cfg: TrainConfig, device: torch.device, seed: int, on_epoch: EpochCallback | None = None,
+                 weighting: PluginConfig | None = None):
         self.cfg = cfg
         self.device = device
         self.seed = seed
@@ -59,6 +72,7 @@ class Trainer:
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.numerics = numerics(cfg.precision, cfg.deterministic, device)
         self.graphed = False  # did any fit replay a captured CUDA graph (recorded with the numerics)
+        self.weighting = weighting or PluginConfig(name="equal")  # a method of bench/weighting, per fit
 
     # ---- public API -------------------------------------------------------------------------
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
@@ -76,29 +90,40 @@ class Trainer:
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
         images_per_epoch = min(steps_per_epoch * cfg.batch_size, len(train))  # a batch larger than train holds all of it
         augment = self._augmentation(data, specs)  # refuses an op the dataset declares no label map for
-        graph = self._use_graph(extra_loss)
-        opt = self._optimizer(model, lr_factors or {}, capturable=graph, lr=cfg.lr if lr is None else lr)
+        method = self.method(list(specs))
+        graph = self._use_graph(extra_loss) and method.graph_safe
+        opt = self._optimizer(model, lr_factors or {}, capturable=graph, lr=cfg.lr if lr is None else lr,
+                              method=method)
         higher = cfg.select == "score"  # the selection metric: val loss (lower is better) or score
         schedule = LrSchedule(opt, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, epochs=epochs,
                               steps_per_epoch=steps_per_epoch, plateau=cfg.plateau, higher_is_better=higher)
         stop = EarlyStopping(higher_is_better=higher, **cfg.early_stopping) if cfg.early_stopping else None
         norm = self.normaliser(data)
-        weights = torch.tensor([self._weight(t) for t in specs], device=self.device)
-        sums = torch.zeros(len(specs) + 2, device=self.device)  # per-task losses, extra, total
-        step = self._step_fn(model, specs, opt, extra_loss, weights, sums, graph)
+        tasks = len(specs)
+        sums = torch.zeros(2 * tasks + 2, device=self.device)  # per-task losses, extra, total, per-task weights
+        shared, specific = split_params(model)
+        step = self._step_fn(self._losses_fn(model, specs, extra_loss, graph, method), opt, method, shared, specific,
+                             sums)
         if graph:  # captured in training mode: the model may come in eval mode (a previous stage's evaluation)
             train_mode(model, freeze_norm)
-            step = self._graphed(step, model, opt, train, specs, norm)
+            step = self._graphed(step, [model, method], opt, train, specs, norm)
+        probe = self._probe(model, specs, shared) if cfg.grad_cosine_every and tasks > 1 and shared else None
         best, history, train_seconds = None, [], 0.0
         for epoch in range(1, epochs + 1):
             t0 = self._now()
             sums.zero_()
             self._train_epoch(model, train, specs, augment, norm, step, steps_per_epoch, freeze_norm,
-                              lambda i, e=epoch: schedule.step((e - 1) * steps_per_epoch + i))
-            seconds = self._now() - t0
+                              lambda i, e=epoch: schedule.step((e - 1) * steps_per_epoch + i),
+                              probe, (epoch - 1) * steps_per_epoch)
+            cosines, probe_seconds = probe.end_epoch(list(specs)) if probe else ({}, 0.0)
+            seconds = self._now() - t0 - probe_seconds
             train_seconds += seconds
-            row = self._epoch_row(epoch, stage, list(specs), self._checked(sums), steps_per_epoch, opt)
+            row = self._epoch_row(epoch, stage, list(specs), self._checked(sums, tasks), steps_per_epoch, opt)
+            method.end_epoch(sums[:tasks] / steps_per_epoch)  # the epoch's mean unweighted losses (T,)
+            if probe is not None:
+                row.update(cosines, grad_cos_seconds=probe_seconds)
             row["train_seconds"] = seconds
+            row["step_ms"] = 1000 * seconds / steps_per_epoch
             row["images_per_second"] = images_per_epoch / seconds
             val = self.evaluate(model, data, data.val, specs)
             row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
@@ -137,8 +162,31 @@ class Trainer:
                 result[t]["loss"] = float(specs[t].loss(o, y))
         return result
 
+    def method(self, tasks: list[str]) -> Weighting:
+        """This fit's weighting method over `tasks`' loss weights; `equal` for a single task (some
+        aggregators, e.g. cagrad and fairgrad, would rescale a lone gradient)."""
+        cfg = self.weighting if len(tasks) > 1 else PluginConfig(name="equal")
+        base = torch.tensor([self._weight(t) for t in tasks])
+        method = build(cfg.name, cfg.params, base, seed=self.seed).to(self.device)
+        method.jac_chunk = self.jac_chunk
+        return method
+
+    @property
+    def jac_chunk(self) -> int | None:
+        """Jacobian rows per backward pass: all T at once (torch.vmap) on CUDA; on CPU one at a time,
+        which measured 1.6x faster (pcgrad on a narrow dual_stream, batch 64: 139 vs 219 ms of CPU)."""
+        return None if self.cuda else 1
+
+    def _probe(self, model: nn.Module, specs: dict[str, TaskSpec], shared: list[nn.Parameter]) -> CosineProbe:
+        """The task-gradient cosine diagnostic: eager, on the task losses alone (no extra loss)."""
+        losses = self._losses_fn(model, specs, None, graph=False)
+        return CosineProbe(model, lambda xb, yb, mb: losses(xb, yb, mb)[0], shared, len(specs),
+                           self.cfg.grad_cosine_every, self.device, self._now, chunk=self.jac_chunk)
+
     # ---- the hot loop -----------------------------------------------------------------------
-    def _train_epoch(self, model, train, specs, augment, norm, step, steps, freeze_norm, set_step_lr) -> None:
+    def _train_epoch(self, model, train, specs, augment, norm, step, steps, freeze_norm, set_step_lr,
+                     probe=None, first=0) -> None:
+        """One epoch of `steps` steps; `probe` (if any) sees each batch first, numbered from `first`."""
         train_mode(model, freeze_norm)
         bs = self.cfg.batch_size
         # Augment and normalise the whole epoch up front: a few large kernels instead of many
@@ -147,40 +195,60 @@ class Trainer:
         for i in range(steps):
             set_step_lr(i)
             window = slice(i * bs, (i + 1) * bs)
-            step(x[window], {t: v[window] for t, v in y.items()}, {t: v[window] for t, v in m.items()})
+            batch = (x[window], {t: v[window] for t, v in y.items()}, {t: v[window] for t, v in m.items()})
+            if probe is not None:
+                probe(first + i, *batch)
+            step(*batch)
 
-    def _step_fn(self, model, specs, opt, extra_loss, weights, sums, graph: bool) -> Callable:
-        """One optimisation step on a normalised batch; adds its losses to `sums` on the device.
+    def _losses_fn(self, model, specs, extra_loss, graph: bool, method: Weighting | None = None) -> Callable:
+        """(xb, yb, mb) -> per-task losses (T,), the extra loss (or None) and the features the heads
+        read (a list; None unless `method` uses them and the model has `forward_features`).
 
         yb: task -> targets; mb: task -> (B,) bool, which items carry that task's label (a task
         absent from mb is labelled on every item)."""
         tasks, smoothing = list(specs), self.cfg.label_smoothing
-        scaler = self.numerics.scaler()  # fp16 only (never graphed)
+        # features only for a method that reads them; others get the plain forward (and its hooks)
+        forward = getattr(model, "forward_features", None) if method is not None and method.uses_features else None
 
-        def step(xb: torch.Tensor, yb: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> None:
+        def losses(xb: torch.Tensor, yb: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]):
             # autocast's weight cache must be off under capture; an extra loss's own forward passes
             # (e.g. a teacher's) run under the same autocast as the model's
             with self._autocast(cache=not graph):
-                out = model(xb)
+                out, features = forward(xb) if forward else (model(xb), None)
                 extra = extra_loss(model, xb, out).float() if extra_loss else None
             parts = torch.stack([specs[t].loss(out[t], yb[t], label_smoothing=smoothing, labelled=mb.get(t))
                                  for t in tasks])
-            extra = parts.new_zeros(()) if extra is None else extra
-            total = (parts * weights).sum() + extra
+            return parts, extra, list(features.values()) if features else None
+
+        return losses
+
+    def _step_fn(self, losses, opt, method: Weighting, shared, specific, sums) -> Callable:
+        """One optimisation step on a normalised batch; adds its losses and weights to `sums` on the device."""
+        scaler = self.numerics.scaler()  # fp16 only (never graphed)
+
+        def step(xb: torch.Tensor, yb: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> None:
+            parts, extra, features = losses(xb, yb, mb)
             opt.zero_grad(set_to_none=True)
-            backward_step(total, opt, scaler)
-            sums.add_(torch.cat([parts.detach(), extra.detach().view(1), total.detach().view(1)]))
+            if scaler is None:
+                weights = method.backward(parts, shared, specific, features=features, extra=extra)  # (T,)
+                opt.step()
+            else:  # fp16 scales the one total loss: equal weights only (the grid refuses other methods)
+                objective, weights = method.objective(parts)
+                backward_step(objective if extra is None else objective + extra, opt, scaler)
+            extra = parts.new_zeros(()) if extra is None else extra.detach()
+            total = (parts.detach() * method.base).sum() + extra  # the suite's weighted loss, for the history
+            sums.add_(torch.cat([parts.detach(), extra.view(1), total.view(1), weights.detach().to(sums.dtype)]))
 
         return step
 
-    def _graphed(self, step, model, opt, train, specs, norm) -> Callable:
+    def _graphed(self, step, modules, opt, train, specs, norm) -> Callable:
         """`step` captured as a CUDA graph, or `step` itself if capture fails (with a warning)."""
         bs = self.cfg.batch_size
         x0 = norm(train.x[:bs])
         y0 = {t: train.y[t][:bs] for t in specs}
         m0 = {t: m[:bs] for t, m in train.labelled.items() if t in specs}
         try:
-            graphed = GraphedStep(step, model, opt, x0, y0, m0)
+            graphed = GraphedStep(step, modules, opt, x0, y0, m0)
             self.graphed = True
             return graphed
         except RuntimeError as err:  # an op that cannot be captured: run eagerly instead
@@ -192,10 +260,11 @@ class Trainer:
                 and self.cfg.optimizer in ("adam", "adamw"))
 
     @staticmethod
-    def _checked(sums: torch.Tensor) -> torch.Tensor:
+    def _checked(sums: torch.Tensor, tasks: int) -> torch.Tensor:
+        """`sums` on the host; Diverged when a loss is not finite (weights may be nan by design)."""
         sums = sums.cpu()
-        if not torch.isfinite(sums).all():
-            raise Diverged(f"training loss is not finite ({sums[-1].item()}) in this epoch")
+        if not torch.isfinite(sums[:tasks + 2]).all():
+            raise Diverged(f"training loss is not finite ({sums[tasks + 1].item()}) in this epoch")
         return sums
 
     def _epoch_batches(self, train: Split, specs: dict[str, TaskSpec], augment, norm, n: int):
@@ -278,7 +347,7 @@ class Trainer:
         return float(self.cfg.loss_weights.get(task, 1.0))
 
     def _optimizer(self, model: nn.Module, lr_factors: dict[str, float], capturable: bool = False,
-                   lr: float | None = None) -> torch.optim.Optimizer:
+                   lr: float | None = None, method: Weighting | None = None) -> torch.optim.Optimizer:
         cfg = self.cfg
         peak = cfg.lr if lr is None else lr
 
@@ -288,6 +357,9 @@ class Trainer:
         factors = {name: group_factor(name, lr_factors) for name in model.param_groups()}
         groups = [{"params": ps, "lr": group_lr(factors[name]), "name": name}
                   for name, ps in model.param_groups().items() if ps and factors[name] > 0]
+        own = [p for p in method.parameters() if p.requires_grad] if method is not None else []
+        if own:  # learned log-variances, GradNorm's weights: no decay pulling them to 0
+            groups.append({"params": own, "lr": group_lr(1.0), "name": "weighting", "weight_decay": 0.0})
         if cfg.optimizer == "sgd":
             kw = {"fused": True} if self.cuda else {"foreach": False}
             return torch.optim.SGD(groups, lr=peak, momentum=cfg.momentum, nesterov=True,
@@ -301,7 +373,7 @@ class Trainer:
 
     def _epoch_row(self, epoch: int, stage: str, tasks: list[str], sums: torch.Tensor, steps: int, opt) -> dict:
         row = {"stage": stage, "epoch": epoch, "lr": float(opt.param_groups[0]["lr"])}
-        names = [f"train_loss_{t}" for t in tasks] + ["train_loss_extra", "train_loss"]
+        names = [f"train_loss_{t}" for t in tasks] + ["train_loss_extra", "train_loss"] + [f"weight_{t}" for t in tasks]
         row.update({n: float(v) / steps for n, v in zip(names, sums.tolist())})
         return row
 
@@ -351,50 +423,3 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols], dy, dx
-
-
-class GraphedStep:
-    """A training step captured once as a CUDA graph and replayed: one launch instead of hundreds.
-
-    Capture needs a few warm-up steps (they create gradients and optimizer state); their effect is
-    undone afterwards, so training starts from the same weights as an eager run.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, step: Callable, model: nn.Module, opt: torch.optim.Optimizer,
-                 x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
-        # static input buffers: batch, targets, label masks
-        self.x, self.y, self.m = x.clone(), {t: v.clone() for t, v in y.items()}, {t: v.clone() for t, v in m.items()}
-        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                step(self.x, self.y, self.m)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=True)
-        try:
-            with torch.cuda.graph(self.graph):
-                step(self.x, self.y, self.m)
-        finally:
-            _restore(model, opt, saved)
-
-    def __call__(self, x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]) -> None:
-        self.x.copy_(x)
-        for t, v in y.items():
-            self.y[t].copy_(v)
-        for t, v in m.items():
-            self.m[t].copy_(v)
-        self.graph.replay()
-
-
-@torch.no_grad()
-def _restore(model: nn.Module, opt: torch.optim.Optimizer, saved: dict[str, torch.Tensor]) -> None:
-    for k, v in model.state_dict().items():
-        v.copy_(saved[k])
-    for state in opt.state.values():  # fresh optimizer: zero moments and step counts
-        for v in state.values():
-            if torch.is_tensor(v):
-                v.zero_()

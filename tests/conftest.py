@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +116,37 @@ def put_result(store, record, arrays) -> None:
     store.finish(attempt, record)
 
 
+def mini_image_tar(source: Path, dest: Path, per_class: dict[str, int]) -> None:
+    """Copy the first images of each (split, class) of an image-folder tar, member names kept."""
+    taken = Counter()
+    with tarfile.open(source) as src, tarfile.open(dest, "w:gz") as out:
+        for member in src:
+            parts = Path(member.name).parts[-3:]
+            if member.isfile() and len(parts) == 3 and taken[parts[:2]] < per_class.get(parts[0], 0):
+                taken[parts[:2]] += 1
+                out.addfile(member, src.extractfile(member))
+
+
+def cifar_source() -> Path:
+    """BENCH_DATA_DIR's CIFAR-10 JPEG tar, or a skip saying what is missing."""
+    source = Path(os.environ.get("BENCH_DATA_DIR", "")) / "cifar10-jpeg.tar.gz"
+    if not os.environ.get("BENCH_DATA_DIR") or not source.is_file():
+        pytest.skip("needs BENCH_DATA_DIR with cifar10-jpeg.tar.gz (CI sets it to /work/shared/data)")
+    return source
+
+
+@pytest.fixture(scope="session")
+def cifar_small_root(tmp_path_factory) -> Path:
+    """A data root holding `cifar10-jpeg.tar.gz` with 30 train and 10 test real JPEGs per class, copied
+    from BENCH_DATA_DIR's tar once per session (decoding all 60,000 images would take ~15 s)."""
+    source = cifar_source()
+    root = tmp_path_factory.mktemp("cifar_small")
+    mini_image_tar(source, root / source.name, {"train": 30, "test": 10})
+    return root
+
+
 # history.csv columns that measure wall-clock time: the only ones allowed to differ between equal runs.
-TIMING_COLUMNS = ["train_seconds", "images_per_second"]
+TIMING_COLUMNS = ["train_seconds", "step_ms", "images_per_second"]
 
 
 def assert_same_results(expected: Store, actual: Store, cells: list[str]) -> None:

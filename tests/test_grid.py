@@ -56,7 +56,7 @@ CHANGED = {"epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "moment
            "loss_weights": {"top": 2.0}, "crop_pad": 0, "flip": False, "select": "score",
            "eval_batch_size": 64, "tta_flip": True, "cuda_graph": False, "plateau": {"factor": 0.5},
            "early_stopping": {"patience": 2}, "augment": [{"op": "noise", "std": 0.1}], "precision": "fp32",
-           "deterministic": True}
+           "deterministic": True, "grad_cosine_every": 5}
 BOTH = {"plateau": {"schedule": "plateau"}}  # what a setting needs in the base and the changed suite alike
 
 

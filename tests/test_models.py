@@ -1,15 +1,19 @@
-"""Models through the registries: parameter counts of the CIFAR setups, and every backbone x strategy
-forward and backward on tiny CPU tensors with tasks of every kind."""
+"""Models through the registries: parameter counts of the CIFAR setups, every backbone x strategy
+forward and backward on tiny CPU tensors with tasks of every kind, and every weighting method x
+every multi-task architecture through the trainer's own step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from bench.config import PluginConfig, TrainConfig
+from bench.kinds import KINDS, TaskSpec, make_spec
 from bench.models import BACKBONES, BackboneContext, count_params
 from bench.registry import declared_params
 from bench.strategies import STRATEGIES, Strategy
-from bench.kinds import KINDS, TaskSpec, make_spec
+from bench.trainer import Trainer
+from bench.weighting import WEIGHTINGS, split_params
 
 CIFAR = {
     "class10": make_spec("multiclass", name="class10", classes=10),
@@ -138,3 +142,36 @@ def _check_features(model: torch.nn.Module, specs: dict[str, TaskSpec], gen: tor
     total = sum(o.float().sum() for o in out.values())
     grads = torch.autograd.grad(total, list(features.values()), allow_unused=True)
     assert all(g is not None for g in grads), f"a feature no head reads: {list(features)}"
+
+
+MULTI_TASK = [n for n in STRATEGIES.names() if STRATEGIES.get(n).weighs_tasks]  # the architectures a weighting applies to
+
+
+def test_the_multi_task_architectures():
+    assert set(MULTI_TASK) == {"hard_share", "cross_stitch", "mtan", "mmoe"}
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS.names())
+@pytest.mark.parametrize("strategy_name", MULTI_TASK)
+def test_every_weighting_trains_every_multi_task_architecture(strategy_name, weighting):
+    # One step of the trainer's step function (features only for methods that read them, the
+    # method's own parameters in the optimizer), at lr 0 so the gradients stay to be checked.
+    gen = torch.Generator().manual_seed(0)
+    ctx = BackboneContext(in_channels=3, image_size=SIZE)
+    specs = {s.name: s for s in SPECS.values()}
+    torch.manual_seed(0)
+    model = STRATEGIES.get(strategy_name)().build(specs, lambda: BACKBONES.get("convnet")(ctx, widths=[8, 16], hidden=16))
+    trainer = Trainer(TrainConfig(), torch.device("cpu"), seed=0, weighting=PluginConfig(name=weighting))
+    method = trainer.method(list(specs))
+    opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.0)
+    sums = torch.zeros(2 * len(specs) + 2)  # losses, extra, total, weights
+    step = trainer._step_fn(trainer._losses_fn(model, specs, None, False, method), opt, method,
+                            *split_params(model), sums)
+    model.train()
+    step(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen), _targets(specs, gen), {})
+    trainable = [(n, p) for n, p in [*model.named_parameters(), *method.named_parameters()] if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"Some parameters are missing gradients: {missing}"
+    bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not bad, f"Some gradients are not finite: {bad}"
+    assert torch.isfinite(sums[:len(specs) + 2]).all()

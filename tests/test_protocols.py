@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from bench import cli
 from bench.config import SuiteError, load_suite
@@ -21,7 +20,6 @@ from bench.report import ReportData, task_rows
 from bench.report.protocol import reference_comparison
 from bench.store import Store
 from conftest import SUITES, put_result
-from test_data import cifar_tar_root  # noqa: F401  (a fixture: a small real CIFAR-10 tar)
 
 PROTOCOLS = ("seed000_protocol", "seed001_protocol", "seed002_protocol")
 SIZES = {"epochs", "batch_size"}  # the train settings a smoke variant may shrink
@@ -86,18 +84,9 @@ def test_seed000_protocol_smoke_runs_and_reports_beside_its_tuned_suite(tmp_path
     assert "fp32 (fp16 asked)" in report.split("## Precision and determinism")[1]
 
 
-def test_seed001_protocol_smoke_runs_on_real_cifar(cifar_tar_root, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("BENCH_DATA_DIR", str(cifar_tar_root))
-    # the mini tar holds 120 train and 60 test images: the smoke suite's sizes, cut to fit (a subset
-    # larger than its pool is a suite error, not a silent "all of it")
-    raw = yaml.safe_load((SUITES / "smoke_seed001_protocol.yaml").read_text())
-    raw["datasets"]["cifar10"].update(subset=120, test_subset=60, val_size=20)
-    suite = tmp_path / "smoke_seed001_protocol.yaml"
-    suite.write_text(yaml.safe_dump(raw))
-    assert cli.main(["run", str(suite), "--device", "cpu", "--results", str(tmp_path / "results"),
-                     "--strategies", "hard_share", "--no-report"]) == 0
-    (path,) = (tmp_path / "results" / "smoke_seed001_protocol").glob("*/record.json")
-    record = json.loads(path.read_text())
+def test_seed001_protocol_smoke_runs_on_real_cifar(cifar_small_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(cifar_small_root))  # conftest: a small real CIFAR-10 tar
+    (record,) = run("smoke_seed001_protocol", tmp_path, "--strategies", "hard_share", "--no-report")
     assert record["status"] == "done" and record["numerics"]["deterministic"]
     assert record["numerics"]["precision"] == "fp32" and record["config"]["train"]["augment"][0]["op"] == "rotate"
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 def dual_stream(ctx: BackboneContext, *, widths: Annotated[tuple[int, ...], Range(">= 1")] = (64, 64, 128, 128),
                 fusion: Annotated[int, Range(">= 1")] = 256,
                 freq_widths: Annotated[tuple[int, ...], Range(">= 1")] = (32, 64),
-                freq_dropout: Annotated[float, Range("[0, 1)")] = 0.2, clip: Annotated[float, Range("> 0")] = 3.0) -> Backbone:
+                freq_dropout: Annotated[float, Range("[0, 1)")] = 0.2,
+                clip: Annotated[float, Range("> 0")] = 3.0) -> Backbone:
     """`clip`: spectrum features are clipped to +-clip (in train-sample standard deviations)."""
     from bench.models.dual_stream_net import FrequencyStream, two_stream_net
 

@@ -45,6 +45,25 @@ class Backbone(nn.Module):
         return FeatureInfo(channels=self.channels, stride=self.stride, vector_dim=self.vector_dim,
                            image_size=self.image_size)
 
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """(channels, h, w) of the input, then of every stage's output, for one `image_size` image.
+
+        From a dry run in eval mode without gradients (no batch statistics, no random numbers), for
+        modules that size themselves per stage (MTAN's attention) or on the input (MMoE's gates).
+        The input's channels are read from the first convolution; ValueError when there is none.
+        """
+        first = next((m for m in self.stages.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise ValueError("this backbone's stages have no Conv2d to read the input channels from")
+        param = next(self.parameters())
+        x = torch.zeros(1, first.in_channels, self.image_size, self.image_size, device=param.device, dtype=param.dtype)
+        training = self.training
+        self.eval()
+        with torch.no_grad():
+            outs = self.forward_stages(x)
+        self.train(training)
+        return [tuple(x.shape[1:]), *(tuple(o.shape[1:]) for o in outs)]
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of the backbone's parameters: "backbone" (the stages) and "shared" (the trunk).
         A family may split them finer as "<group>/<part>" (onehead: "shared/neck", "shared/late", ...);

@@ -11,7 +11,7 @@ changed or went away.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -32,9 +32,20 @@ class ReportData:
     fig_dir: Path  # reports/<suite>/
     run_seconds: float | None
     command: str
+    damaged_histories: list[str] = field(default_factory=list)  # "path: problem" of unreadable history.csv files
 
     def figure_link(self, path: Path) -> str:
         return f"{self.fig_dir.name}/{path.name}"
+
+    def history(self, cell: str) -> pd.DataFrame | None:
+        """The cell's history, None when it has none or it is damaged (then noted in `damaged_histories`:
+        the cell's metrics stand, only what its history feeds is left out)."""
+        try:
+            return self.store.history(cell)
+        except RecordError as err:
+            if str(err) not in self.damaged_histories:
+                self.damaged_histories.append(str(err))
+            return None
 
 
 def write_report(results: Path, suite: str, reports: Path, *, current_keys: dict[str, str] | None = None,

@@ -193,6 +193,43 @@ def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[l
     return _save(fig, path)
 
 
+def panel_lines(path: Path, title: str, panels: dict[str, dict[str, pd.Series]], *, ylabel: str,
+                log: bool = False, hline: float | None = None, ylim: tuple[float, float] | None = None,
+                empty: str = "no values") -> Path:
+    """Small multiples: one panel per entry, one line per series through its measured values.
+
+    panels: entry -> label -> series indexed by epoch from 0 (drawn from 1; NaN where an epoch has
+    no value, e.g. no cosine measured in it). `log` puts the y axis on a log scale when every value
+    is positive; a panel whose series are all missing says `empty` instead of drawing.
+    """
+    cols = min(len(panels), PANELS_PER_ROW)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False, sharey=ylim is not None)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, lines) in zip(axes.flat, panels.items()):
+        drawn = {k: s.dropna() for k, s in lines.items() if s.notna().any()}
+        for label, series in drawn.items():
+            ax.plot(series.index + 1, series.values, label=label, marker=".", ms=3)
+        if not drawn:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+        elif log and all((s > 0).all() for s in drawn.values()):
+            ax.set_yscale("log")
+        if hline is not None:
+            ax.axhline(hline, color="black", lw=0.7)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    handles = next((ax.get_legend_handles_labels() for ax in axes.flat if ax.get_legend_handles_labels()[0]), None)
+    if handles:
+        fig.legend(*handles, loc="upper right", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 CLASS_COLOURS = plt.get_cmap("tab10")  # class c of boxes, mask value c (c - 1: 0 is background)
 
 

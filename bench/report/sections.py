@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from bench.kinds import TaskSpec
 from bench.kinds.classification import confusion
-from bench.record import Entry, Record, RecordError
+from bench.record import Entry, Record
 from bench.report import ReportData, now
 from bench.report import diagnostics as D
 from bench.report import figures
@@ -288,18 +288,14 @@ def _first_gallery(d: ReportData, cells: list[str], task: str, spec: TaskSpec) -
 
 
 def training_curves(d: ReportData) -> str:
-    parts, damaged = [], []
+    parts = []
     for ds, rows in d.rows.groupby("dataset", sort=False):
         specs = dataset_specs(d, ds)
         histories = {}
         for strategy, srows in rows.groupby("strategy", sort=False):
             frames = []
             for cell in srows.cell.unique():
-                try:
-                    h = d.store.history(cell)
-                except RecordError as err:  # its metrics stand; only its curve is left out
-                    damaged.append(f"> Note: curve left out, `{err}`")
-                    continue
+                h = d.history(cell)  # None for a damaged one: its metrics stand, its curve is left out
                 if h is not None:
                     frames.append(h.assign(step=np.arange(1, len(h) + 1)))
             if frames:
@@ -312,7 +308,8 @@ def training_curves(d: ReportData) -> str:
         return ""
     return "## Training curves\n\nTraining loss, the validation metric and the learning rate (`lr`, at each " \
            "epoch's end) per epoch; a validation curve that falls while the training loss keeps dropping " \
-           "marks overfitting.\n\n" + "\n\n".join(parts + damaged)
+           "marks overfitting.\n\n" + "\n\n".join(parts + [f"> Note: curve left out, `{e}`"
+                                                               for e in d.damaged_histories])
 
 
 def ensembles(d: ReportData) -> str:
@@ -410,7 +407,8 @@ def reproduce(d: ReportData) -> str:
 from bench.report.dense_section import dense_tasks  # noqa: E402  (late: these use the helpers above)
 from bench.report.forgetting_section import forgetting  # noqa: E402
 from bench.report.protocol import numerics, reference_comparison  # noqa: E402
+from bench.report.weighting_section import weighting  # noqa: E402
 
 SECTIONS = [header, summary_tables, reference_comparison, numerics, ensembles, classification_details, confusion_matrices, per_class_accuracy,
-            residual_diagnostics, hardest_examples, dense_tasks, training_curves, forgetting, failures, stale_cells,
-            appendix, reproduce]
+            residual_diagnostics, hardest_examples, dense_tasks, training_curves, forgetting, weighting, failures,
+            stale_cells, appendix, reproduce]
