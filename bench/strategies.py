@@ -196,7 +196,7 @@ class SequentialLwF(HardShare):
             distiller = self.distiller(model, order[:k], specs, buffers, trainer, data)
             stages.append(trainer.fit(model, data, {task: specs[task]}, train=trains[k], epochs=self.stage_epochs,
                                       extra_loss=distiller, lr_factors=self.lr_factors(order, k),
-                                      stage=f"{k + 1}:{task}"))
+                                      stage=f"{k + 1}:{task}", monitor={t: specs[t] for t in order[:k]}))
             test = trainer.evaluate(model, data, data.test, specs)
             R.append([test[t][specs[t].primary] for t in order])
             if self.replay:

@@ -55,8 +55,16 @@ class Trainer:
     # ---- public API -------------------------------------------------------------------------
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
             train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
-            lr_factors: dict[str, float] | None = None, stage: str = "") -> FitResult:
-        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`."""
+            lr_factors: dict[str, float] | None = None, stage: str = "",
+            monitor: dict[str, TaskSpec] | None = None) -> FitResult:
+        """Train `model` on `train` (default: data.train) for the supervised losses of `specs`.
+
+        The best epoch is the one with the best validation score (`select`: the loss-weighted sum
+        of `specs`' validation losses, or their mean primary metric), the earliest on ties; its
+        weights are restored before returning. `monitor`: more tasks the model predicts, scored on
+        validation each epoch for the history only (a sequential stage's earlier tasks); they
+        neither train nor select.
+        """
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
@@ -82,14 +90,15 @@ class Trainer:
             row = self._epoch_row(epoch, stage, list(specs), self._checked(sums), steps_per_epoch, opt)
             row["train_seconds"] = seconds
             row["images_per_second"] = images_per_epoch / seconds
-            val = self.evaluate(model, data, data.val, specs)
+            val = self.evaluate(model, data, data.val, {**specs, **(monitor or {})})
             row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
             row["val_loss"] = sum(self._weight(t) * val[t]["loss"] for t in specs)
             history.append(row)
             self.on_epoch(row)
             score = self._selection_score(row, specs)
             if best is None or score > best[0]:
-                best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                best = (score, epoch, {t: val[t] for t in specs},
+                        {k: v.detach().clone() for k, v in model.state_dict().items()})
         model.load_state_dict(best[3])
         return FitResult(history=history, best_epoch=best[1], val_metrics=best[2],
                          train_seconds=train_seconds, images=epochs * images_per_epoch)
