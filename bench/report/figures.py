@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -10,28 +11,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 
-PANELS_PER_ROW = 4  # strategies per row of a confusion figure; more wrap to the next row
+PANELS_PER_ROW = 4  # panels per row of a figure; more wrap to the next row
+PAGE_WIDTH = 10.0  # inches: a figure this wide shows its 6-point labels at page width (dpi 100)
 MAX_LABELLED_CLASSES = 40  # beyond this, one tick label per class makes a panel metres wide (shapes: 135)
+ANNOTATE_CLASSES = 12  # up to this many classes, confusion cells carry their percentage
+DPI = 100
 
 
 def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str], *,
                      mask_diagonal: bool = False) -> Path:
-    """One row-normalised confusion matrix per strategy, side by side (rows: true, columns: predicted).
+    """One row-normalised confusion matrix per strategy, at most PANELS_PER_ROW to a row (rows: true,
+    columns: predicted), sized to stay readable at page width (about 10 inches wide).
 
-    mask_diagonal blanks the correct predictions and scales the colours to the largest error rate,
-    so that the errors of a many-class task stay visible.
+    Up to ANNOTATE_CLASSES classes each cell of at least 1% carries its percentage (the colour shows
+    the rest); mask_diagonal blanks the correct predictions and scales the colours to the largest
+    error rate, so that the errors of a many-class task stay visible.
     """
     labelled = len(class_names) <= MAX_LABELLED_CLASSES
-    size = max(3.2, 0.35 * len(class_names) + 1.5) if labelled else 8.0  # inches per panel
     cols = min(len(mats), PANELS_PER_ROW)
     rows = -(-len(mats) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    size = PAGE_WIDTH / PANELS_PER_ROW if labelled else 8.0  # inches per panel
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.5), squeeze=False, layout="constrained")
     for ax in axes.flat[len(mats):]:
         ax.set_visible(False)
     cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
+    font = 6 if len(class_names) <= 10 else 5
     for ax, (name, cm) in zip(axes.flat, mats.items()):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         if mask_diagonal:
@@ -42,17 +48,16 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
             fig.colorbar(im, ax=ax, fraction=0.046)
         if labelled:
             ticks = np.arange(len(class_names))
-            ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-            ax.set_yticks(ticks, class_names, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(name, fontsize=9)
-        if len(class_names) <= 12:
-            for i in range(len(class_names)):
-                for j in range(len(class_names)):
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.suptitle(title)
+            ax.set_xticks(ticks, class_names, rotation=90, fontsize=font)
+            ax.set_yticks(ticks, class_names, fontsize=font)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+        ax.set_title(name, fontsize=8)
+        if len(class_names) <= ANNOTATE_CLASSES:
+            for i, j in zip(*np.nonzero(np.nan_to_num(norm) >= 0.01)):
+                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=font,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -63,7 +68,7 @@ def per_class_accuracy(path: Path, title: str, accs: dict[str, np.ndarray], supp
     order = np.argsort(-support, kind="stable")
     x = np.arange(len(order))
     fig, axes = plt.subplots(len(accs), 1, figsize=(max(6.0, 0.18 * len(x) + 2), 2.4 * len(accs)),
-                             squeeze=False, sharex=True)
+                             squeeze=False, sharex=True, layout="constrained")
     for ax, (name, acc) in zip(axes[:, 0], accs.items()):
         ax.bar(x, acc[order], color="tab:blue")
         ax.set_ylim(0, 1)
@@ -80,7 +85,9 @@ def per_class_accuracy(path: Path, title: str, accs: dict[str, np.ndarray], supp
 
 def residuals(path: Path, title: str, res: dict[str, np.ndarray]) -> Path:
     """Per strategy (columns): a histogram of residuals and their Q-Q plot against the normal."""
-    fig, axes = plt.subplots(2, len(res), figsize=(3.6 * len(res), 6.4), squeeze=False)
+    from scipy import stats  # here, not at the top: only regression tasks pay for importing scipy.stats (~1 s)
+
+    fig, axes = plt.subplots(2, len(res), figsize=(3.6 * len(res), 6.4), squeeze=False, layout="constrained")
     for (hist, qq), (name, r) in zip(axes.T, res.items()):
         hist.hist(r, bins=min(50, max(10, len(r) // 20)), color="tab:blue")
         hist.axvline(0, color="black", lw=0.8)
@@ -99,7 +106,8 @@ def gallery(path: Path, title: str, rows: dict[str, list]) -> Path:
     A strip is one image (not one axes per example): a 16-image gallery then renders in well under a second.
     """
     cols = max(len(r) for r in rows.values())
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * cols + 0.8, 1.9 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * cols + 0.8, 1.9 * len(rows)), squeeze=False,
+                             layout="constrained")
     for ax, (name, examples) in zip(axes[:, 0], rows.items()):
         strip, step = _strip([e.image for e in examples])
         ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -121,32 +129,79 @@ def _strip(images: list[np.ndarray], pad: int = 2) -> tuple[np.ndarray, int]:
     return (strip[..., 0] if strip.shape[2] == 1 else strip), images[0].shape[2] + pad
 
 
-def training_curves(path: Path, title: str, histories: dict[str, pd.DataFrame], columns: list[str]) -> Path:
-    """One panel per history column, one line per strategy (mean over seeds, by epoch index)."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
-    for ax, col in zip(axes[0], columns):
-        for name, h in histories.items():
-            if col in h:
-                series = h.groupby("step")[col].mean()
-                ax.plot(series.index, series.values, label=name)
-        ax.set_title(col, fontsize=9)
-        ax.set_xlabel("epoch")
+def training_curves(path: Path, title: str, panels: dict[str, dict[str, pd.DataFrame]],
+                    styles: dict[str, tuple[int, str]], boundaries: dict[str, list[float]]) -> Path:
+    """One panel per curve kind (at most PANELS_PER_ROW to a row), one line per label: the mean of
+    `value` over the label's seeds at each `step`, with a band of ±1 std over seeds where it has more
+    than one. styles: label -> (colour index, line style); boundaries: label -> x of its stage
+    boundaries (dotted, in its colour)."""
+    fig, axes = _grid(len(panels), 3.0)
+    colours = plt.get_cmap("tab10")
+    for ax, (name, lines) in zip(axes.flat, panels.items()):
+        for label, frame in lines.items():
+            colour, style = styles.get(label, (0, "-"))
+            stats = frame.groupby("step")["value"].agg(["mean", "std", "count"])
+            ax.plot(stats.index, stats["mean"], style, color=colours(colour % 10), lw=1.2, label=label)
+            spread = stats["std"].where(stats["count"] > 1)
+            ax.fill_between(stats.index, stats["mean"] - spread, stats["mean"] + spread, color=colours(colour % 10),
+                            alpha=0.15, lw=0)
+            for x in boundaries.get(label, []):
+                ax.axvline(x, color=colours(colour % 10), ls=":", lw=0.8)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    if axes[0][0].get_legend_handles_labels()[0]:  # no lines when no cell has a history
-        axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(len(handles), 4), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+class Difference(NamedTuple):
+    """One strategy's difference from its reference: mean and interval (display units)."""
+
+    label: str
+    mean: float
+    low: float  # NaN: no interval
+    high: float
+    paired: bool  # False: an unpaired comparison (an ensemble against the mean reference), drawn as a diamond
+
+
+def differences(path: Path, title: str, panels: dict[str, list[Difference]]) -> Path:
+    """A forest plot per panel (a task's metric, or delta_m): one row per strategy, its mean difference
+    as a dot with its interval as an error bar, and a line at 0 (no difference)."""
+    rows = max(len(v) for v in panels.values())
+    fig, axes = _grid(len(panels), 0.35 * rows + 1.2)
+    for ax, (name, items) in zip(axes.flat, panels.items()):
+        y = np.arange(len(items))[::-1]
+        for yi, item in zip(y, items):
+            if item.paired:
+                err = np.array([[item.mean - item.low], [item.high - item.mean]])
+                ax.errorbar(item.mean, yi, xerr=None if np.isnan(err).any() else err, fmt="o", color="tab:blue",
+                            capsize=3, ms=4)
+            else:
+                ax.plot(item.mean, yi, "D", color="tab:red", ms=5)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, [item.label for item in items], fontsize=7)
+        ax.set_ylim(-0.7, len(items) - 0.3)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
 def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
                     ylabels: dict[str, str]) -> Path:
     """One panel per task; per strategy a baseline bar (right after the task's own stage) beside a
-    final bar (after the last stage), mean over seeds with std error bars.
+    final bar (after the last stage), mean over seeds; error bars are ±1 sample std over seeds, as
+    the legend says.
 
     values: task -> strategy -> (baselines, finals), each (n_seeds,).
     """
     panel = max(3.2, 1.3 * max(len(v) for v in values.values()))  # inches: wider with more strategies
-    fig, axes = plt.subplots(1, len(values), figsize=(panel * len(values), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(values), figsize=(panel * len(values), 3.4), squeeze=False, layout="constrained")
     width = 0.38
     for ax, (task, by_strategy) in zip(axes[0], values.items()):
         x = np.arange(len(by_strategy))
@@ -154,7 +209,8 @@ def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np
         for offset, which, label, alpha in bars:
             means = [np.mean(v[which]) for v in by_strategy.values()]
             stds = [np.std(v[which], ddof=1) if len(v[which]) > 1 else 0.0 for v in by_strategy.values()]
-            ax.bar(x + offset, means, width, yerr=stds, capsize=3, alpha=alpha, color="tab:blue", label=label)
+            ax.bar(x + offset, means, width, yerr=stds, capsize=3, alpha=alpha, color="tab:blue",
+                   label=f"{label}, ±1 std over seeds")
         ax.set_xticks(x, list(by_strategy), rotation=20, fontsize=8)
         ax.set_title(task, fontsize=9)
         ax.set_ylabel(ylabels.get(task, ""))
@@ -164,10 +220,21 @@ def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np
     return _save(fig, path)
 
 
+def _grid(panels: int, height: float):
+    """A figure of `panels` axes, at most PANELS_PER_ROW to a row, PAGE_WIDTH wide; rows `height` inches."""
+    cols = min(panels, PANELS_PER_ROW)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, height * rows + 0.8), squeeze=False, layout="constrained")
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def _save(fig, path: Path) -> Path:
+    """Save and close. The layout is constrained (set with the figure): it is computed within the one
+    draw savefig makes, where tight_layout would render the figure once more (half a report's time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -175,7 +242,7 @@ def _save(fig, path: Path) -> Path:
 def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[list[float], float]]],
                      ylabels: dict[str, str]) -> Path:
     """One panel per task: per ensemble (x), its members as grey dots and the ensemble as a red bar marker."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, layout="constrained")
     for ax, (task, ensembles) in zip(axes[0], panels.items()):
         for x, (members, value) in enumerate(ensembles.values()):
             jitter = np.linspace(-0.12, 0.12, len(members)) if len(members) > 1 else np.zeros(1)
