@@ -236,6 +236,38 @@ def test_report_from_a_store_whose_suite_file_was_deleted(tiny_suite, write_suit
     assert "- training code changed: trainer.py (3)" in text.split("## Stale cells")[1]
 
 
+def test_report_skips_parsing_an_unchanged_suite(tiny_suite, write_suite, tmp_path, monkeypatch):
+    """While the suite file and the code that turns it into keys are as when `bench run` wrote the
+    manifest, `bench report` takes the keys from it (parsing the suite imports torch); an edited suite
+    is parsed, its cells judged against it, and its manifest recorded for the next report."""
+    _no_figures(monkeypatch)
+    path = write_suite(tiny_suite(strategies=["stl", "hard_share"]), "tiny")
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert cli.main(["run", str(path), "--device", "cpu", "--no-report", *roots]) == 0
+    store = Store(tmp_path / "results", "tiny")
+    assert store.manifest().fingerprint == R.suite_fingerprint(path) and len(store.manifest().keys) == 4
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the suite was parsed")
+
+    with monkeypatch.context() as m:
+        m.setattr(cli, "load_suite", refuse)
+        assert cli.main(["report", str(path), *roots]) == 0
+    assert "Stale" not in (tmp_path / "reports" / "tiny.md").read_text()
+    raw = tiny_suite(strategies=["stl", "hard_share"])
+    raw["train"]["lr"] = 0.01  # the same cells under new keys
+    write_suite(raw, "tiny")
+    assert cli.main(["report", str(path), *roots]) == 0
+    assert "**Stale:** 4 finished cells" in (tmp_path / "reports" / "tiny.md").read_text()
+    assert store.manifest().fingerprint == R.suite_fingerprint(path)  # recorded: the next report is quick
+    with monkeypatch.context() as m:
+        m.setattr(cli, "load_suite", refuse)
+        assert cli.main(["report", str(path), *roots]) == 0
+    assert "**Stale:** 4 finished cells" in (tmp_path / "reports" / "tiny.md").read_text()
+    monkeypatch.setattr(R, "SUITE_TO_KEYS_CODE", ("config.py", "trainer.py"))  # the harness changed
+    assert R.suite_fingerprint(path) != store.manifest().fingerprint
+
+
 def test_report_with_neither_suite_nor_store_exits_2(tmp_path):
     assert cli.main(["report", "nothing_here", "--results", str(tmp_path), "--reports", str(tmp_path)]) == 2
 

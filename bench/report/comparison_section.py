@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from bench.report import figures
-from bench.report.comparison import ALPHA, DELTA_M, Comparison, comparisons
+from bench.report.comparison import ALPHA, BOOTSTRAP_REPLICATES, DELTA_M, Comparison, comparisons
 from bench.report.data import ReportData
 from bench.report.stats import fmt_interval, fmt_p
 
@@ -17,8 +17,8 @@ INTRO = (
     "degrees of freedom), in points for accuracy and in the metric's units for MAE; `%` is the same relative "
     "to the reference's mean; `p` is the two-sided paired t-test (for delta_m, the one-sample t-test of the "
     "per-seed values against 0). **Image level** (classification): the accuracy difference with a "
-    "bootstrap that resamples seeds and test images together (Owen 2007; 10,000 replicates, percentile "
-    "interval), which carries the test set's sampling error as well as the seed-to-seed spread; with few "
+    "bootstrap that resamples seeds and test images together (Owen 2007; {replicates:,} replicates, percentile "
+    "interval, so p is at least {p_floor:.4f}), which carries the test set's sampling error as well as the seed-to-seed spread; with few "
     "seeds it is narrower than the t-interval, so read it beside the seed-level test, not instead of it. "
     "**Multiple comparisons:** `p Holm` is Holm's step-down adjustment over all {m} seed-level p-values of "
     "this report, `image p Holm` over its {k} image-level ones. **Verdict:** win or loss when the Holm-adjusted "
@@ -33,7 +33,8 @@ def against_stl(d: ReportData) -> str:
         return ""
     m = sum(not math.isnan(c.p) for c in found)
     k = sum(not math.isnan(c.image_p) for c in found)
-    parts = ["## Against single-task learning", INTRO.format(m=m, k=k, alpha=ALPHA),
+    intro = INTRO.format(m=m, k=k, alpha=ALPHA, replicates=BOOTSTRAP_REPLICATES, p_floor=2 / (BOOTSTRAP_REPLICATES + 1))
+    parts = ["## Against single-task learning", intro,
              d.table("vs_stl", [_row(c) for c in found])]
     for ds in dict.fromkeys(c.dataset for c in found):
         path = _figure(d, ds, [c for c in found if c.dataset == ds])

@@ -126,8 +126,9 @@ def hardest_examples(d: ReportData) -> str:
     if not parts:
         return ""
     return "## Highest-loss test images\n\nPer task and strategy, the test images with the highest loss " \
-           "in its lowest-seed cell, captioned true (t) and predicted (p) label; look for wrong or " \
-           "ambiguous labels and for a kind of image every strategy gets wrong.\n\n" + "\n\n".join(parts)
+           f"in its lowest-seed cell (the first {figures.GALLERY_SHOWN} of those it stores), " \
+           "captioned with the true label over the predicted one and the loss; look for wrong or ambiguous " \
+           "labels and for a kind of image every strategy gets wrong.\n\n" + "\n\n".join(parts)
 
 
 def _first_gallery(d: ReportData, cells: list[str], task: str, spec: TaskSpec) -> list[D.Example]:

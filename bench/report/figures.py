@@ -16,45 +16,55 @@ import pandas as pd  # noqa: E402
 PANELS_PER_ROW = 4  # panels per row of a figure; more wrap to the next row
 PAGE_WIDTH = 10.0  # inches: a figure this wide shows its 6-point labels at page width (dpi 100)
 MAX_LABELLED_CLASSES = 40  # beyond this, one tick label per class makes a panel metres wide (shapes: 135)
-ANNOTATE_CLASSES = 12  # up to this many classes, confusion cells carry their percentage
+ANNOTATE_CLASSES = 12  # up to this many classes, confusion cells carry their percentage ...
+GALLERY_SHOWN = 8  # highest-loss images drawn per strategy (the store keeps 16)
+ANNOTATE_FROM = 0.05  # ... when at least this share of the true class (text is what a figure's time goes on)
 DPI = 100
 
 
 def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str], *,
                      mask_diagonal: bool = False) -> Path:
     """One row-normalised confusion matrix per strategy, at most PANELS_PER_ROW to a row (rows: true,
-    columns: predicted), sized to stay readable at page width (about 10 inches wide).
+    columns: predicted), sized to stay readable at page width (PAGE_WIDTH inches).
 
-    Up to ANNOTATE_CLASSES classes each cell of at least 1% carries its percentage (the colour shows
-    the rest); mask_diagonal blanks the correct predictions and scales the colours to the largest
-    error rate, so that the errors of a many-class task stay visible.
+    Up to ANNOTATE_CLASSES classes, each cell of at least ANNOTATE_FROM prints its percentage (the
+    colour shows the rest); class names label the outer panels only. mask_diagonal blanks the
+    correct predictions and scales the colours to the largest error rate, so that the errors of a
+    many-class task stay visible.
     """
     labelled = len(class_names) <= MAX_LABELLED_CLASSES
     cols = min(len(mats), PANELS_PER_ROW)
     rows = -(-len(mats) // cols)
     size = PAGE_WIDTH / PANELS_PER_ROW if labelled else 8.0  # inches per panel
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.5), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False, sharex=True,
+                             sharey=True)
+    fig.subplots_adjust(left=0.9 / (size * cols), right=0.99, bottom=0.8 / (size * rows + 0.4),
+                        top=1 - 0.5 / (size * rows + 0.4), wspace=0.08, hspace=0.12)
     for ax in axes.flat[len(mats):]:
         ax.set_visible(False)
     cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
     font = 6 if len(class_names) <= 10 else 5
-    for ax, (name, cm) in zip(axes.flat, mats.items()):
+    ticks = np.arange(len(class_names))
+    for k, (ax, (name, cm)) in enumerate(zip(axes.flat, mats.items())):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         if mask_diagonal:
             norm = norm.astype(float)
             np.fill_diagonal(norm, np.nan)
-        im = ax.imshow(norm, vmin=0, vmax=max(float(np.nanmax(norm)), 1e-9) if mask_diagonal else 1, cmap=cmap)
-        if mask_diagonal:
-            fig.colorbar(im, ax=ax, fraction=0.046)
-        if labelled:
-            ticks = np.arange(len(class_names))
-            ax.set_xticks(ticks, class_names, rotation=90, fontsize=font)
-            ax.set_yticks(ticks, class_names, fontsize=font)
-        ax.set_xlabel("predicted", fontsize=7)
-        ax.set_ylabel("true", fontsize=7)
-        ax.set_title(name, fontsize=8)
+        ax.imshow(norm, vmin=0, vmax=max(float(np.nanmax(norm)), 1e-9) if mask_diagonal else 1, cmap=cmap)
+        ax.set_title(name, fontsize=8, pad=2)
+        ax.tick_params(length=0, labelsize=font)
+        if labelled and k % cols == 0:
+            ax.set_yticks(ticks, class_names)
+            ax.set_ylabel("true", fontsize=7)
+        if labelled and k + cols >= len(mats):  # the lowest panel of its column
+            ax.set_xticks(ticks, class_names, rotation=90)
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("predicted", fontsize=7)
+        if not labelled:
+            ax.set_xticks([])
+            ax.set_yticks([])
         if len(class_names) <= ANNOTATE_CLASSES:
-            for i, j in zip(*np.nonzero(np.nan_to_num(norm) >= 0.01)):
+            for i, j in zip(*np.nonzero(np.nan_to_num(norm) >= ANNOTATE_FROM)):
                 ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=font,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.suptitle(title, fontsize=9)
@@ -101,24 +111,28 @@ def residuals(path: Path, title: str, res: dict[str, np.ndarray]) -> Path:
 
 
 def gallery(path: Path, title: str, rows: dict[str, list]) -> Path:
-    """One strip per strategy of `diagnostics.Example`s, each captioned true / predicted / loss.
+    """One strip per strategy of its first GALLERY_SHOWN `diagnostics.Example`s, each captioned
+    with its true label over its predicted one and its loss.
 
-    A strip is one image (not one axes per example): a 16-image gallery then renders in well under a second.
+    A strip is one image (not one axes per example), and the layout is set by hand (no layout
+    engine's extra pass): captions are most of the time a figure takes to render.
     """
+    rows = {name: examples[:GALLERY_SHOWN] for name, examples in rows.items()}
     cols = max(len(r) for r in rows.values())
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * cols + 0.8, 1.9 * len(rows)), squeeze=False,
-                             layout="constrained")
+    width, height = 0.9 * cols + 1.2, 1.25 * len(rows) + 0.5  # inches; an image is 0.9 wide
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=1.1 / width, right=0.99, bottom=0.05 / height, top=1 - 0.7 / height, hspace=0.6)
     for ax, (name, examples) in zip(axes[:, 0], rows.items()):
         strip, step = _strip([e.image for e in examples])
         ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         for n, ex in enumerate(examples):
-            ax.text((n + 0.5) * step, -1, f"t: {ex.true}\np: {ex.predicted}\nloss {ex.loss:.2f}",
+            ax.text((n + 0.5) * step, -1, f"{ex.true}\n→ {ex.predicted} ({ex.loss:.2f})",
                     ha="center", va="bottom", fontsize=6)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_frame_on(False)
-        ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(title)
+        ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(title + " (caption: true, → predicted (loss))", fontsize=9)
     return _save(fig, path)
 
 
@@ -134,8 +148,10 @@ def training_curves(path: Path, title: str, panels: dict[str, dict[str, pd.DataF
     """One panel per curve kind (at most PANELS_PER_ROW to a row), one line per label: the mean of
     `value` over the label's seeds at each `step`, with a band of ±1 std over seeds where it has more
     than one. styles: label -> (colour index, line style); boundaries: label -> x of its stage
-    boundaries (dotted, in its colour)."""
-    fig, axes = _grid(len(panels), 3.0)
+    boundaries (dotted, in its colour). One legend for all panels, under them."""
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
+    legend_rows = -(-len(labels) // 4)
+    fig, axes = _grid(len(panels), 2.2, bottom=0.55 + 0.17 * legend_rows, left=0.45, wspace=0.3)
     colours = plt.get_cmap("tab10")
     for ax, (name, lines) in zip(axes.flat, panels.items()):
         for label, frame in lines.items():
@@ -147,13 +163,14 @@ def training_curves(path: Path, title: str, panels: dict[str, dict[str, pd.DataF
                             alpha=0.15, lw=0)
             for x in boundaries.get(label, []):
                 ax.axvline(x, color=colours(colour % 10), ls=":", lw=0.8)
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("epoch", fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.set_title(name, fontsize=8, pad=3)
+        ax.set_xlabel("epoch", fontsize=7, labelpad=1)
+        ax.tick_params(labelsize=7, pad=1)
         ax.grid(alpha=0.3)
     handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(len(handles), 4), fontsize=7)
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncols=min(len(handles), 4), fontsize=7,
+                   frameon=False)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
@@ -169,25 +186,27 @@ class Difference(NamedTuple):
 
 
 def differences(path: Path, title: str, panels: dict[str, list[Difference]]) -> Path:
-    """A forest plot per panel (a task's metric, or delta_m): one row per strategy, its mean difference
-    as a dot with its interval as an error bar, and a line at 0 (no difference)."""
-    rows = max(len(v) for v in panels.values())
-    fig, axes = _grid(len(panels), 0.35 * rows + 1.2)
+    """A forest plot per panel (a task's metric, or delta_m): one row per strategy (the same rows in
+    every panel, labelled on the left), its mean difference as a dot with its interval as an error
+    bar, an unpaired difference as a diamond, and a line at 0 (no difference)."""
+    labels = list(dict.fromkeys(item.label for items in panels.values() for item in items))
+    y = {label: len(labels) - 1 - i for i, label in enumerate(labels)}
+    left = 0.1 + 0.055 * max(map(len, labels))  # inches for the strategy names
+    fig, axes = _grid(len(panels), 0.28 * len(labels) + 0.5, left=left, bottom=0.35, wspace=0.12, sharey=True)
     for ax, (name, items) in zip(axes.flat, panels.items()):
-        y = np.arange(len(items))[::-1]
-        for yi, item in zip(y, items):
+        for item in items:
             if item.paired:
                 err = np.array([[item.mean - item.low], [item.high - item.mean]])
-                ax.errorbar(item.mean, yi, xerr=None if np.isnan(err).any() else err, fmt="o", color="tab:blue",
-                            capsize=3, ms=4)
+                ax.errorbar(item.mean, y[item.label], xerr=None if np.isnan(err).any() else err, fmt="o",
+                            color="tab:blue", capsize=3, ms=4)
             else:
-                ax.plot(item.mean, yi, "D", color="tab:red", ms=5)
+                ax.plot(item.mean, y[item.label], "D", color="tab:red", ms=5)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, [item.label for item in items], fontsize=7)
-        ax.set_ylim(-0.7, len(items) - 0.3)
-        ax.set_title(name, fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(name, fontsize=8, pad=3)
+        ax.tick_params(labelsize=7, pad=1)
         ax.grid(axis="x", alpha=0.3)
+    axes.flat[0].set_yticks(list(y.values()), list(y))
+    axes.flat[0].set_ylim(-0.7, len(labels) - 0.3)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
@@ -200,10 +219,9 @@ def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np
 
     values: task -> strategy -> (baselines, finals), each (n_seeds,).
     """
-    panel = max(3.2, 1.3 * max(len(v) for v in values.values()))  # inches: wider with more strategies
-    fig, axes = plt.subplots(1, len(values), figsize=(panel * len(values), 3.4), squeeze=False, layout="constrained")
+    fig, axes = _grid(len(values), 2.4, bottom=0.9, left=0.55, wspace=0.35)
     width = 0.38
-    for ax, (task, by_strategy) in zip(axes[0], values.items()):
+    for ax, (task, by_strategy) in zip(axes.flat, values.items()):
         x = np.arange(len(by_strategy))
         bars = ((-width / 2, 0, "baseline (own stage)", 0.45), (width / 2, 1, "final", 1.0))
         for offset, which, label, alpha in bars:
@@ -211,28 +229,36 @@ def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np
             stds = [np.std(v[which], ddof=1) if len(v[which]) > 1 else 0.0 for v in by_strategy.values()]
             ax.bar(x + offset, means, width, yerr=stds, capsize=3, alpha=alpha, color="tab:blue",
                    label=f"{label}, ±1 std over seeds")
-        ax.set_xticks(x, list(by_strategy), rotation=20, fontsize=8)
-        ax.set_title(task, fontsize=9)
-        ax.set_ylabel(ylabels.get(task, ""))
+        ax.set_xticks(x, list(by_strategy), rotation=20, ha="right")
+        ax.tick_params(labelsize=7, pad=1)
+        ax.set_title(task, fontsize=8, pad=3)
+        ax.set_ylabel(ylabels.get(task, ""), fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    axes.flat[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
-def _grid(panels: int, height: float):
-    """A figure of `panels` axes, at most PANELS_PER_ROW to a row, PAGE_WIDTH wide; rows `height` inches."""
+def _grid(panels: int, height: float, *, left: float = 0.5, bottom: float = 0.45, top: float = 0.55,
+          wspace: float = 0.25, hspace: float = 0.5, sharey: bool = False):
+    """A figure PAGE_WIDTH wide of `panels` axes, at most PANELS_PER_ROW to a row, each row `height`
+    inches; margins in inches (left: y labels; bottom: x labels and legends; top: the title). The
+    layout is set here, not by a layout engine, whose extra pass over the text would double the time
+    savefig takes."""
     cols = min(panels, PANELS_PER_ROW)
     rows = -(-panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, height * rows + 0.8), squeeze=False, layout="constrained")
+    fig_height = rows * height * (1 + hspace) - hspace * height + top + bottom
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, fig_height), squeeze=False, sharey=sharey)
+    fig.subplots_adjust(left=left / PAGE_WIDTH, right=0.99, bottom=bottom / fig_height, top=1 - top / fig_height,
+                        wspace=wspace, hspace=hspace)
     for ax in axes.flat[panels:]:
         ax.set_visible(False)
     return fig, axes
 
 
 def _save(fig, path: Path) -> Path:
-    """Save and close. The layout is constrained (set with the figure): it is computed within the one
-    draw savefig makes, where tight_layout would render the figure once more (half a report's time)."""
+    """Save and close. No tight_layout or layout engine: each figure sets its margins (see `_grid`), as
+    their extra pass over the text took about half of a report's time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -242,18 +268,19 @@ def _save(fig, path: Path) -> Path:
 def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[list[float], float]]],
                      ylabels: dict[str, str]) -> Path:
     """One panel per task: per ensemble (x), its members as grey dots and the ensemble as a red bar marker."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, layout="constrained")
-    for ax, (task, ensembles) in zip(axes[0], panels.items()):
+    fig, axes = _grid(len(panels), 2.4, bottom=0.8, left=0.55, wspace=0.35)
+    for ax, (task, ensembles) in zip(axes.flat, panels.items()):
         for x, (members, value) in enumerate(ensembles.values()):
             jitter = np.linspace(-0.12, 0.12, len(members)) if len(members) > 1 else np.zeros(1)
             ax.scatter(x + jitter, members, color="0.45", s=22, zorder=2, label="member" if x == 0 else None)
             ax.scatter([x], [value], color="tab:red", marker="_", s=900, linewidths=2.5, zorder=3,
                        label="ensemble" if x == 0 else None)
-        ax.set_xticks(range(len(ensembles)), list(ensembles), rotation=15, fontsize=7)
+        ax.set_xticks(range(len(ensembles)), list(ensembles), rotation=15, ha="right")
+        ax.tick_params(labelsize=7, pad=1)
         ax.set_xlim(-0.6, len(ensembles) - 0.4)
-        ax.set_title(task, fontsize=9)
-        ax.set_ylabel(ylabels.get(task, ""))
+        ax.set_title(task, fontsize=8, pad=3)
+        ax.set_ylabel(ylabels.get(task, ""), fontsize=7)
         ax.grid(alpha=0.3, axis="y")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -75,7 +75,10 @@ def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: i
     n_seeds, n_images = d.shape
     # Drawing N images with replacement only matters through how often each column pattern of d is
     # drawn: a multinomial over the K <= min(3**S, N) distinct patterns (same distribution, K << N).
-    patterns, counts = np.unique(d.T, axis=0, return_counts=True)  # (K, S), (K,)
+    # Each pattern is coded as one base-3 integer, most significant digit first, so that sorting the
+    # codes orders the patterns as np.unique(d.T, axis=0) would, at a fraction of its cost.
+    codes, counts = np.unique((d.T + 1) @ 3 ** np.arange(n_seeds - 1, -1, -1), return_counts=True)
+    patterns = (codes[:, None] // 3 ** np.arange(n_seeds - 1, -1, -1)) % 3 - 1  # (K, S), counts (K,)
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_images, counts / n_images, size=n_boot)  # (n_boot, K)
     per_seed = draws @ patterns / n_images  # (n_boot, S): each seed on the same resampled images
