@@ -128,3 +128,16 @@ def markdown_tables(text: str) -> list[list[dict[str, str]]]:
                 rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")))))
             tables.append(rows)
     return tables
+
+
+def skip_rendering(monkeypatch) -> None:
+    """Report sections build their figures but skip rendering them (seconds per report), in tests
+    that check no figure."""
+    from bench.report import figures
+
+    def save(fig, path):
+        figures.plt.close(fig)
+        path.write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(figures, "_save", save)

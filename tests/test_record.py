@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from rich.console import Console
@@ -19,11 +18,11 @@ from bench import record as R
 from bench.config import load_suite
 from bench.grid import CORE_TRAINING_CODE, expand
 from bench.record import Record, RecordError, read_record
-from bench.report import figures, write_report
+from bench.report import write_report
 from bench.runner import run_cells
 from bench.store import Store
 from bench.strategies import STRATEGIES, HardShare
-from conftest import REPO, SUITES, markdown_tables, section
+from conftest import REPO, SUITES, markdown_tables, section, skip_rendering
 
 CPU = torch.device("cpu")
 COMMITTED = sorted(p.name for p in (REPO / "results").iterdir() if p.is_dir())
@@ -157,16 +156,6 @@ def test_committed_stores_read_through_the_legacy_upgrade(suite):
         assert ensemble.params == 3 * 7_507_787 and len(ensemble.members) == 3 and ensemble.seed is None
 
 
-def _no_figures(monkeypatch) -> None:
-    """Sections build their figures, but skip rendering them (seconds per store, and not under test here)."""
-    def save(fig, path):
-        plt.close(fig)
-        path.write_bytes(b"")
-        return path
-
-    monkeypatch.setattr(figures, "_save", save)
-
-
 def _snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
@@ -190,7 +179,7 @@ def _same_numbers(text: str, committed: str, heading: str) -> None:
 
 @pytest.mark.parametrize("suite", COMMITTED)
 def test_committed_stores_rebuild_their_reports(suite, tmp_path, monkeypatch):
-    _no_figures(monkeypatch)
+    skip_rendering(monkeypatch)
     shutil.copytree(REPO / "results" / suite, tmp_path / "results" / suite)
     store_dir = tmp_path / "results" / suite
     before = _snapshot(store_dir)
@@ -207,7 +196,7 @@ def test_committed_stores_rebuild_their_reports(suite, tmp_path, monkeypatch):
 
 
 def test_a_committed_store_reports_without_suite_or_manifest(tmp_path, monkeypatch):
-    _no_figures(monkeypatch)
+    skip_rendering(monkeypatch)
     shutil.copytree(REPO / "results" / "cifar_mtl", tmp_path / "results" / "cifar_mtl")
     text = write_report(tmp_path / "results", "cifar_mtl", tmp_path).read_text()  # entries rebuilt from the records
     committed = (REPO / "reports" / "cifar_mtl.md").read_text()
@@ -240,7 +229,7 @@ def test_report_skips_parsing_an_unchanged_suite(tiny_suite, write_suite, tmp_pa
     """While the suite file and the code that turns it into keys are as when `bench run` wrote the
     manifest, `bench report` takes the keys from it (parsing the suite imports torch); an edited suite
     is parsed, its cells judged against it, and its manifest recorded for the next report."""
-    _no_figures(monkeypatch)
+    skip_rendering(monkeypatch)
     path = write_suite(tiny_suite(strategies=["stl", "hard_share"]), "tiny")
     roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
     assert cli.main(["run", str(path), "--device", "cpu", "--no-report", *roots]) == 0

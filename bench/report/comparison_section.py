@@ -47,7 +47,7 @@ def _row(c: Comparison) -> dict[str, str]:
     return {
         "dataset": c.dataset, "strategy": c.strategy, "task": c.task, "reference": c.reference,
         "metric": c.metric, "n": str(c.n) + ("" if c.paired else " (unpaired)"),
-        f"difference [95% CI]": fmt_interval(c.mean, c.low, c.high, c.scale, c.digits) + f" {unit}",
+        "difference [95% CI]": fmt_interval(c.mean, c.low, c.high, c.scale, c.digits) + f" {unit}",
         "difference %": "" if c.task == DELTA_M else fmt_interval(c.percent, c.percent_low, c.percent_high, 1, 2),
         "p": fmt_p(c.p), "p Holm": fmt_p(c.p_holm),
         "image-level difference [95% CI]": ("" if math.isnan(c.image_mean)
@@ -60,11 +60,11 @@ def _figure(d: ReportData, ds: str, found: list[Comparison]):
     panels: dict[str, list[figures.Difference]] = {}
     for c in found:
         if c.task == DELTA_M:
-            title = "delta_m % (higher is better)"
+            title = "delta_m %\n(higher is better)"
         else:
             direction = "higher" if c.higher_is_better else "lower"
-            unit = "points" if c.scale == 100 else c.metric.upper()
-            title = f"{c.task}: {c.metric}, {unit} ({direction} is better)"
+            unit = "points" if c.scale == 100 else "value"
+            title = f"{c.task}: {c.metric}, {unit}\n({direction} is better)"
         panels.setdefault(title, []).append(figures.Difference(
             label=c.strategy, mean=c.mean * c.scale, low=c.low * c.scale, high=c.high * c.scale, paired=c.paired))
     return figures.differences(

@@ -192,7 +192,8 @@ def differences(path: Path, title: str, panels: dict[str, list[Difference]]) -> 
     labels = list(dict.fromkeys(item.label for items in panels.values() for item in items))
     y = {label: len(labels) - 1 - i for i, label in enumerate(labels)}
     left = 0.1 + 0.055 * max(map(len, labels))  # inches for the strategy names
-    fig, axes = _grid(len(panels), 0.28 * len(labels) + 0.5, left=left, bottom=0.35, wspace=0.12, sharey=True)
+    fig, axes = _grid(len(panels), 0.28 * len(labels) + 0.5, left=left, bottom=0.35, top=0.95, wspace=0.12,
+                      sharey=True)
     for ax, (name, items) in zip(axes.flat, panels.items()):
         for item in items:
             if item.paired:

@@ -146,11 +146,12 @@ def _delta_m_cell(c: Comparison | None, row_n: int, m) -> str:
 
 
 def _verdicts(found: dict[str, Comparison], m) -> str:
-    tasks = [c for t, c in found.items() if t != DELTA_M]
-    parts = [f"{c.task} {c.verdict}" for c in tasks]
-    if m is not None:
-        parts += [f"{t}: no matched STL" for t in m.unmatched]
-    return ", ".join(parts) or "no matched STL"
+    """Each task's verdict against its reference, "no matched STL" for a task without one (the whole
+    cell says so when no task has one; the reason is in the row's notes)."""
+    parts = [f"{c.task} {c.verdict}" for t, c in found.items() if t != DELTA_M]
+    if not parts:
+        return "no matched STL"
+    return ", ".join(parts + [f"{t}: no matched STL" for t in (m.unmatched if m else ())])
 
 
 def _notes(d: ReportData, records: list[Record]) -> list[str]:
