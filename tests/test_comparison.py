@@ -343,3 +343,17 @@ def test_committed_cifar_store_gives_issue_8s_intervals(tmp_path):
     assert hard["animal"].verdict == "win" and hard["class10"].verdict == "tie"
     assert {c.strategy for c in comparisons(d)} == {"hard_share", "cross_stitch", "sequential_lwf",
                                                     "sequential_finetune", "ensemble"}  # dual_stream: no matched STL
+
+
+def test_improving_stages_and_stage_lengths_by_hand():
+    from bench.report.convergence import improving_stages, stage_lengths
+
+    assert improving_stages([10], [10]) == [1] and improving_stages([9], [10]) == []
+    assert improving_stages([3, 5, 2], [3, 6, 2]) == [1, 3]
+    with pytest.raises(ValueError, match="outside"):
+        improving_stages([11], [10])
+    with pytest.raises(ValueError, match="2 best epochs for 1 stages"):
+        improving_stages([1, 2], [3])
+    one = pd.DataFrame({"stage": [np.nan] * 4, "epoch": [1, 2, 3, 4]})  # one-stage cells leave it empty
+    assert stage_lengths(one) == [4] and stage_lengths(one.drop(columns="stage")) == [4]
+    assert stage_lengths(pd.DataFrame({"stage": ["1:a", "1:a", "2:b", "2:b", "2:b"]})) == [2, 3]

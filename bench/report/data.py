@@ -32,11 +32,15 @@ class ReportData:
     failed_reruns: list[Record]  # reruns that failed while an earlier finished result stayed
     stale: dict[str, str]  # cell -> why its finished result no longer matches the config or code
     skipped: list[str]  # damaged or incomplete files, each "path: problem", left out of the report
-    rows: pd.DataFrame  # one row per (cell, task) of finished cells: identity + test_/val_ metrics
     fig_dir: Path  # reports/<suite>/: figures and the tables as CSV
     run_seconds: float | None
     command: str
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # file reads and derived results
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """One row per (cell, task) of finished cells: identity + test_/val_ metrics (`task_rows`)."""
+        return self.cached("rows", lambda: task_rows(self.records))
 
     def figure_link(self, path: Path) -> str:
         return f"{self.fig_dir.name}/{path.name}"
@@ -144,7 +148,7 @@ def gather(results: Path, suite: str, reports: Path, *, current_keys: dict[str, 
     fig_dir = reports / suite
     fig_dir.mkdir(parents=True, exist_ok=True)
     return ReportData(manifest=manifest, store=store, records=records, failed_reruns=failed_reruns, stale=stale,
-                      skipped=skipped, rows=task_rows(records), fig_dir=fig_dir, run_seconds=run_seconds,
+                      skipped=skipped, fig_dir=fig_dir, run_seconds=run_seconds,
                       command=command or f"python -m bench run {suite}")
 
 

@@ -20,6 +20,8 @@ ANNOTATE_CLASSES = 12  # up to this many classes, confusion cells carry their pe
 GALLERY_SHOWN = 8  # highest-loss images drawn per strategy (the store keeps 16)
 ANNOTATE_FROM = 0.05  # ... when at least this share of the true class (text is what a figure's time goes on)
 DPI = 100
+# Titles pass y=1.0: matplotlib then places them without measuring the axes' top tick labels, which
+# created and measured ticks even on panels that draw no axis.
 
 
 def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_names: list[str], *,
@@ -29,41 +31,40 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
 
     Up to ANNOTATE_CLASSES classes, each cell of at least ANNOTATE_FROM prints its percentage (the
     colour shows the rest); class names label the outer panels only. mask_diagonal blanks the
-    correct predictions and scales the colours to the largest error rate, so that the errors of a
-    many-class task stay visible.
+    correct predictions and scales each panel's colours to its largest error rate (said in its
+    title), so that the errors of a many-class task stay visible. The panels draw no axis: labels are
+    plain text, as matplotlib's tick machinery took most of a figure's time.
     """
-    labelled = len(class_names) <= MAX_LABELLED_CLASSES
+    k, labelled = len(class_names), len(class_names) <= MAX_LABELLED_CLASSES
     cols = min(len(mats), PANELS_PER_ROW)
     rows = -(-len(mats) // cols)
     size = PAGE_WIDTH / PANELS_PER_ROW if labelled else 8.0  # inches per panel
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False, sharex=True,
-                             sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False)
     fig.subplots_adjust(left=0.9 / (size * cols), right=0.99, bottom=0.8 / (size * rows + 0.4),
                         top=1 - 0.5 / (size * rows + 0.4), wspace=0.08, hspace=0.12)
-    for ax in axes.flat[len(mats):]:
-        ax.set_visible(False)
     cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
-    font = 6 if len(class_names) <= 10 else 5
-    ticks = np.arange(len(class_names))
-    for k, (ax, (name, cm)) in enumerate(zip(axes.flat, mats.items())):
+    font = 6 if k <= 10 else 5
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for n, (ax, (name, cm)) in enumerate(zip(axes.flat, mats.items())):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        top = 1.0
         if mask_diagonal:
             norm = norm.astype(float)
             np.fill_diagonal(norm, np.nan)
-        ax.imshow(norm, vmin=0, vmax=max(float(np.nanmax(norm)), 1e-9) if mask_diagonal else 1, cmap=cmap)
-        ax.set_title(name, fontsize=8, pad=2)
-        ax.tick_params(length=0, labelsize=font)
-        if labelled and k % cols == 0:
-            ax.set_yticks(ticks, class_names)
-            ax.set_ylabel("true", fontsize=7)
-        if labelled and k + cols >= len(mats):  # the lowest panel of its column
-            ax.set_xticks(ticks, class_names, rotation=90)
-            ax.xaxis.set_tick_params(labelbottom=True)
-            ax.set_xlabel("predicted", fontsize=7)
-        if not labelled:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if len(class_names) <= ANNOTATE_CLASSES:
+            top = max(float(np.nanmax(norm)), 1e-9)
+            name = f"{name} (colours 0-{100 * top:.0f}%)"
+        ax.imshow(norm, vmin=0, vmax=top, cmap=cmap)
+        ax.set_title(name, fontsize=8, pad=2, y=1.0)
+        if labelled and n % cols == 0:  # the first panel of its row: true classes
+            for i, label in enumerate(class_names):
+                ax.text(-0.7, i, label, ha="right", va="center", fontsize=font)
+            ax.text(-0.5 - 0.22 * k, (k - 1) / 2, "true", rotation=90, ha="center", va="center", fontsize=7)
+        if labelled and n + cols >= len(mats):  # the lowest panel of its column: predicted classes
+            for j, label in enumerate(class_names):
+                ax.text(j, k - 0.3, label, rotation=90, ha="center", va="top", fontsize=font)
+            ax.text((k - 1) / 2, k - 0.5 + 0.28 * k, "predicted", ha="center", va="top", fontsize=7)
+        if k <= ANNOTATE_CLASSES:
             for i, j in zip(*np.nonzero(np.nan_to_num(norm) >= ANNOTATE_FROM)):
                 ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=font,
                         color="white" if norm[i, j] > 0.5 else "black")
@@ -83,7 +84,7 @@ def per_class_accuracy(path: Path, title: str, accs: dict[str, np.ndarray], supp
         ax.bar(x, acc[order], color="tab:blue")
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=9, y=1.0)
         twin = ax.twinx()
         twin.plot(x, support[order], color="tab:orange", marker=".", lw=1)
         twin.set_ylabel("test support", color="tab:orange")
@@ -101,11 +102,11 @@ def residuals(path: Path, title: str, res: dict[str, np.ndarray]) -> Path:
     for (hist, qq), (name, r) in zip(axes.T, res.items()):
         hist.hist(r, bins=min(50, max(10, len(r) // 20)), color="tab:blue")
         hist.axvline(0, color="black", lw=0.8)
-        hist.set_title(name, fontsize=9)
+        hist.set_title(name, fontsize=9, y=1.0)
         hist.set_xlabel("pred - target")
         stats.probplot(r, dist="norm", plot=qq)
         qq.get_lines()[0].set_markersize(3)
-        qq.set_title("Q-Q vs normal", fontsize=8)
+        qq.set_title("Q-Q vs normal", fontsize=8, y=1.0)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -114,24 +115,28 @@ def gallery(path: Path, title: str, rows: dict[str, list]) -> Path:
     """One strip per strategy of its first GALLERY_SHOWN `diagnostics.Example`s, each captioned
     with its true label over its predicted one and its loss.
 
-    A strip is one image (not one axes per example), and the layout is set by hand (no layout
-    engine's extra pass): captions are most of the time a figure takes to render.
+    All strips are one image in one axes without an axis (labels and captions are plain text): an
+    axes per strip, or per example, made most of the figure's time.
     """
     rows = {name: examples[:GALLERY_SHOWN] for name, examples in rows.items()}
-    cols = max(len(r) for r in rows.values())
-    width, height = 0.9 * cols + 1.2, 1.25 * len(rows) + 0.5  # inches; an image is 0.9 wide
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=1.1 / width, right=0.99, bottom=0.05 / height, top=1 - 0.7 / height, hspace=0.6)
-    for ax, (name, examples) in zip(axes[:, 0], rows.items()):
-        strip, step = _strip([e.image for e in examples])
-        ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    strips = [_strip([e.image for e in examples]) for examples in rows.values()]
+    height, step = strips[0][0].shape[0], strips[0][1]
+    band = height // 2  # white rows above each strip for its captions
+    width = max(strip.shape[1] for strip, _ in strips)
+    canvas = np.concatenate([np.pad(strip, ((band, 0), (0, width - strip.shape[1]))
+                                    + ((0, 0),) * (strip.ndim - 2), constant_values=255) for strip, _ in strips])
+    inch = step / 0.9  # pixels per inch: an image and its gap are 0.9 inches wide
+    fig_w, fig_h = canvas.shape[1] / inch + 1.3, canvas.shape[0] / inch + 0.45
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((1.2 / fig_w, 0.05 / fig_h, canvas.shape[1] / inch / fig_w, canvas.shape[0] / inch / fig_h))
+    ax.set_axis_off()
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    for r, (name, examples) in enumerate(rows.items()):
+        top = r * (height + band) + band  # the strip's first pixel row
+        ax.text(-step * 0.1, top + height / 2, name, ha="right", va="center", fontsize=8)
         for n, ex in enumerate(examples):
-            ax.text((n + 0.5) * step, -1, f"{ex.true}\n→ {ex.predicted} ({ex.loss:.2f})",
+            ax.text((n + 0.5) * step, top - 1, f"{ex.true}\n→ {ex.predicted} ({ex.loss:.2f})",
                     ha="center", va="bottom", fontsize=6)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_frame_on(False)
-        ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(title + " (caption: true, → predicted (loss))", fontsize=9)
     return _save(fig, path)
 
@@ -163,7 +168,7 @@ def training_curves(path: Path, title: str, panels: dict[str, dict[str, pd.DataF
                             alpha=0.15, lw=0)
             for x in boundaries.get(label, []):
                 ax.axvline(x, color=colours(colour % 10), ls=":", lw=0.8)
-        ax.set_title(name, fontsize=8, pad=3)
+        ax.set_title(name, fontsize=8, pad=3, y=1.0)
         ax.set_xlabel("epoch", fontsize=7, labelpad=1)
         ax.tick_params(labelsize=7, pad=1)
         ax.grid(alpha=0.3)
@@ -203,7 +208,7 @@ def differences(path: Path, title: str, panels: dict[str, list[Difference]]) -> 
             else:
                 ax.plot(item.mean, y[item.label], "D", color="tab:red", ms=5)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(name, fontsize=8, pad=3)
+        ax.set_title(name, fontsize=8, pad=3, y=1.0)
         ax.tick_params(labelsize=7, pad=1)
         ax.grid(axis="x", alpha=0.3)
     axes.flat[0].set_yticks(list(y.values()), list(y))
@@ -232,7 +237,7 @@ def forgetting_bars(path: Path, title: str, values: dict[str, dict[str, tuple[np
                    label=f"{label}, ±1 std over seeds")
         ax.set_xticks(x, list(by_strategy), rotation=20, ha="right")
         ax.tick_params(labelsize=7, pad=1)
-        ax.set_title(task, fontsize=8, pad=3)
+        ax.set_title(task, fontsize=8, pad=3, y=1.0)
         ax.set_ylabel(ylabels.get(task, ""), fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     axes.flat[0].legend(fontsize=6, loc="lower left")
@@ -279,7 +284,7 @@ def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[l
         ax.set_xticks(range(len(ensembles)), list(ensembles), rotation=15, ha="right")
         ax.tick_params(labelsize=7, pad=1)
         ax.set_xlim(-0.6, len(ensembles) - 0.4)
-        ax.set_title(task, fontsize=8, pad=3)
+        ax.set_title(task, fontsize=8, pad=3, y=1.0)
         ax.set_ylabel(ylabels.get(task, ""), fontsize=7)
         ax.grid(alpha=0.3, axis="y")
     axes.flat[0].legend(fontsize=6)
