@@ -36,14 +36,17 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
     plain text, as matplotlib's tick machinery took most of a figure's time.
     """
     k, labelled = len(class_names), len(class_names) <= MAX_LABELLED_CLASSES
-    cols = min(len(mats), PANELS_PER_ROW)
+    size = max(PAGE_WIDTH / PANELS_PER_ROW, 0.11 * k + 0.4) if labelled else PAGE_WIDTH / 2  # inches per panel
+    cols = max(1, min(len(mats), PANELS_PER_ROW, int(PAGE_WIDTH // size)))
     rows = -(-len(mats) // cols)
-    size = PAGE_WIDTH / PANELS_PER_ROW if labelled else 8.0  # inches per panel
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False)
-    fig.subplots_adjust(left=0.9 / (size * cols), right=0.99, bottom=0.8 / (size * rows + 0.4),
-                        top=1 - 0.5 / (size * rows + 0.4), wspace=0.08, hspace=0.12)
-    cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
     font = 6 if k <= 10 else 5
+    label = max(map(len, class_names)) * font / 130 + 0.3 if labelled else 0.1  # inches for names and "true"
+    fig_w, fig_h = max(size * cols + label, 6.0), size * rows + label + 0.65
+    fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False)
+    fig.subplots_adjust(left=label / fig_w, right=1 - max(0.05, fig_w - size * cols - label) / fig_w,
+                        bottom=label / fig_h, top=1 - 0.65 / fig_h, wspace=0.08, hspace=0.12)
+    cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
+    per_inch = k / (size * 0.9)  # data units (cells) per inch of a panel, about
     for ax in axes.flat:
         ax.set_axis_off()
     for n, (ax, (name, cm)) in enumerate(zip(axes.flat, mats.items())):
@@ -57,13 +60,15 @@ def confusion_panels(path: Path, title: str, mats: dict[str, np.ndarray], class_
         ax.imshow(norm, vmin=0, vmax=top, cmap=cmap)
         ax.set_title(name, fontsize=8, pad=2, y=1.0)
         if labelled and n % cols == 0:  # the first panel of its row: true classes
-            for i, label in enumerate(class_names):
-                ax.text(-0.7, i, label, ha="right", va="center", fontsize=font)
-            ax.text(-0.5 - 0.22 * k, (k - 1) / 2, "true", rotation=90, ha="center", va="center", fontsize=7)
+            for i, name_i in enumerate(class_names):
+                ax.text(-0.7, i, name_i, ha="right", va="center", fontsize=font)
+            ax.text(-0.5 - (label - 0.1) * per_inch, (k - 1) / 2, "true", rotation=90, ha="left", va="center",
+                    fontsize=7)
         if labelled and n + cols >= len(mats):  # the lowest panel of its column: predicted classes
-            for j, label in enumerate(class_names):
-                ax.text(j, k - 0.3, label, rotation=90, ha="center", va="top", fontsize=font)
-            ax.text((k - 1) / 2, k - 0.5 + 0.28 * k, "predicted", ha="center", va="top", fontsize=7)
+            for j, name_j in enumerate(class_names):
+                ax.text(j, k - 0.3, name_j, rotation=90, ha="center", va="top", fontsize=font)
+            ax.text((k - 1) / 2, k - 0.5 + (label - 0.1) * per_inch, "predicted", ha="center", va="bottom",
+                    fontsize=7)
         if k <= ANNOTATE_CLASSES:
             for i, j in zip(*np.nonzero(np.nan_to_num(norm) >= ANNOTATE_FROM)):
                 ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=font,
@@ -78,8 +83,10 @@ def per_class_accuracy(path: Path, title: str, accs: dict[str, np.ndarray], supp
     (most frequent first), with the support drawn as a line on the right axis."""
     order = np.argsort(-support, kind="stable")
     x = np.arange(len(order))
-    fig, axes = plt.subplots(len(accs), 1, figsize=(max(6.0, 0.18 * len(x) + 2), 2.4 * len(accs)),
-                             squeeze=False, sharex=True, layout="constrained")
+    width, height = max(6.0, 0.18 * len(x) + 2), 2.0 * len(accs) + 1.6  # inches: 1.6 for title and class names
+    fig, axes = plt.subplots(len(accs), 1, figsize=(width, height), squeeze=False, sharex=True)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.7 / width, bottom=1.1 / height, top=1 - 0.5 / height,
+                        hspace=0.35)
     for ax, (name, acc) in zip(axes[:, 0], accs.items()):
         ax.bar(x, acc[order], color="tab:blue")
         ax.set_ylim(0, 1)
@@ -98,7 +105,8 @@ def residuals(path: Path, title: str, res: dict[str, np.ndarray]) -> Path:
     """Per strategy (columns): a histogram of residuals and their Q-Q plot against the normal."""
     from scipy import stats  # here, not at the top: only regression tasks pay for importing scipy.stats (~1 s)
 
-    fig, axes = plt.subplots(2, len(res), figsize=(3.6 * len(res), 6.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2, len(res), figsize=(3.6 * len(res), 6.4), squeeze=False)
+    fig.subplots_adjust(left=0.5 / (3.6 * len(res)), right=0.98, bottom=0.08, top=0.9, wspace=0.3, hspace=0.35)
     for (hist, qq), (name, r) in zip(axes.T, res.items()):
         hist.hist(r, bins=min(50, max(10, len(r) // 20)), color="tab:blue")
         hist.axvline(0, color="black", lw=0.8)
