@@ -1,12 +1,19 @@
-"""Command line: `bench validate SUITE`, `bench run SUITE`, `bench report SUITE`.
+"""Command line: `bench validate|run|report|perf|status SUITE`, `bench run-cell SUITE CELL`.
 
     python -m bench run cifar_mtl            # train every cell not yet in results/, then report
     python -m bench run smoke --force        # rerun every cell
+    python -m bench run cifar_mtl --executor local --workers 4 --gpus 0      # four worker processes
+    python -m bench run cifar_mtl --executor slurm --partition gpu --gpus-per-task 1
+    python -m bench status cifar_mtl         # done / running / failed / left per cell
+    python -m bench run-cell smoke synthetic__hard_share__seed0              # one cell, this process
     python -m bench report cifar_mtl         # rebuild reports/cifar_mtl.md from results/ only
+    python -m bench validate cifar_mtl --explain   # every resolved train setting, defaults marked
 
-SUITE is a name in suites/ or a path to a YAML file. A malformed suite exits with status 2 before
-any training; `run` exits 1 if any cell failed or diverged. `report` also works when the suite file
-is gone: it reads results/<SUITE>/ alone and judges staleness from the code.
+SUITE is a name in suites/ or a path to a YAML file. A malformed suite, or executor options that
+cannot work (workers < 1, a GPU that does not exist, no SLURM controller), exit with status 2
+before any training; `run` exits 1 if any cell failed or diverged. `run-cell` exits 0 when the cell
+is done or was already, 1 when it failed, 75 when another live run holds it. `report` and `status`
+also work when the suite file is gone: they read results/<SUITE>/ alone.
 """
 
 from __future__ import annotations
@@ -19,17 +26,24 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from bench.config import SuiteError, load_suite, resolve_suite_path
+from bench.config import SlurmConfig, SuiteError, load_suite, resolve_suite_path, slurm_config
+
+SLURM_FLAGS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism")
+BUSY_EXIT = 75  # run-cell: another live run holds the cell (sysexits' EX_TEMPFAIL: try again later)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     path = resolve_suite_path(args.suite)
+    if args.command == "run-cell":
+        return _run_one_cell(path, args, console)
     if args.command == "report" and not path.exists():
         return _report_from_store(path, args, console)
     if args.command == "report" and path.is_file() and (code := _report_from_manifest(path, args, console)) is not None:
         return code
+    if args.command == "status" and not path.exists():
+        return _status(path.stem, None, args, console)
     try:
         suite = load_suite(path)
         from bench.grid import expand
@@ -44,13 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{suite.path}: ok, {len(cells)} cells")
         for cell in cells:
             print(cell.name)
+        if args.explain:
+            from bench.explain import explain
+
+            print("\n" + explain(suite))
         return 0
     if args.command == "run":
         return _run(suite, grid, cells, args, console)
+    if args.command == "status":
+        return _status(suite.name, cells, args, console)
     if args.command == "perf":
         from bench.perf import perf
 
-        rows = perf(cells, args.epochs, args.device)
+        weightings = args.weightings.split(",") if args.weightings else None
+        try:
+            rows = perf(cells, args.epochs, args.device, weightings)
+        except SuiteError as err:
+            console.print(f"[red]invalid arguments[/red]: {escape(str(err))}", highlight=False)
+            return 2
         return 1 if any(r["status"] != "done" for r in rows) else 0
     return _report(suite, grid, args, console)
 
@@ -67,16 +92,29 @@ def select(cells: list, ids: str | None, suite) -> list:
 
 
 def _run(suite, grid: list, cells: list, args, console: Console) -> int:
+    from bench.executors import ExecutorError, make_executor, run_cells
     from bench.grid import manifest
-    from bench.runner import run_cells
-    from bench.train_cell import pick_device
     from bench.store import Store
+    from bench.train_cell import pick_device
 
-    device = pick_device(args.device)
-    console.print(f"suite {suite.name}: {len(cells)} cells on {device}")
+    try:
+        if args.threads is not None and args.threads < 1:
+            raise ExecutorError(f"--threads: {args.threads} is not a number of threads; give 1 or more")
+        executor = make_executor(args.executor, workers=args.workers, gpus=args.gpus, device=args.device,
+                                 slurm=_slurm_config(suite, args) if args.executor == "slurm" else None)
+    except (ExecutorError, ValueError) as err:  # before any training
+        console.print(f"[red]cannot run[/red]: {escape(str(err))}", highlight=False)
+        return 2
+    where = pick_device(args.device) if args.executor == "inline" else f"{args.device} via --executor {args.executor}"
+    console.print(f"suite {suite.name}: {len(cells)} cells on {where}")
     store = Store(args.results, suite.name)
     store.write_manifest(manifest(suite, grid))  # the report reads the suite from here
-    summary = run_cells(cells, store, device, force=args.force, console=console)
+    try:
+        summary = run_cells(cells, store, args.device, force=args.force, console=console, executor=executor,
+                            suite_path=str(Path(suite.path).resolve()), threads=args.threads)
+    except ExecutorError as err:  # e.g. sbatch refused the array; finished cells stay in the store
+        console.print(f"[red]cannot run[/red]: {escape(str(err))}", highlight=False)
+        return 2
     console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "
                   f"in {summary.wall_seconds:.1f} s")
     if not args.no_report:
@@ -84,6 +122,53 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     for name in summary.failed:
         console.print(f"[red]failed[/red]: {name} (see {_log_path(store, name)})", highlight=False)
     return 1 if summary.failed else 0
+
+
+def _slurm_config(suite, args) -> SlurmConfig:
+    """The suite's `slurm:` block with the command line's flags winning."""
+    import dataclasses
+
+    flags = {k: getattr(args, k) for k in SLURM_FLAGS if getattr(args, k) is not None}
+    return slurm_config({**dataclasses.asdict(suite.slurm), **flags}, flags=True)
+
+
+def _run_one_cell(path: Path, args, console: Console) -> int:
+    """`bench run-cell`: one cell of the suite in this process, under its lock, into the store."""
+    from bench.executors import CellJob, CellNotFound, run_named_cell
+    from bench.executors.progress import epoch_text
+
+    def show(event) -> None:
+        if event.kind == "epoch":
+            console.print(f"{event.cell}: {epoch_text(event.row)}", markup=False, highlight=False)
+        elif event.kind == "note":
+            console.print(event.text, markup=False, highlight=False, soft_wrap=True)
+
+    job = CellJob(suite=str(path.resolve()), cell=args.cell, results=str(Path(args.results).resolve()),
+                  device=args.device, force=args.force, threads=args.threads)
+    try:
+        if not path.exists():
+            raise SuiteError(f"{path}: no such suite file")
+        outcome = run_named_cell(job, on_event=show)
+    except (SuiteError, CellNotFound) as err:
+        console.print(f"[red]cannot run[/red]: {escape(str(err))}", highlight=False)
+        return 2
+    console.print(f"{outcome.cell}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""),
+                  markup=False, highlight=False)
+    return {"done": 0, "cached": 0, "busy": BUSY_EXIT}.get(outcome.status, 1)
+
+
+def _status(name: str, cells: list | None, args, console: Console) -> int:
+    """`bench status`: each cell's state from the store (and the locks), wherever the suite runs."""
+    from bench.status import status_rows, status_table
+    from bench.store import Store
+
+    store = Store(args.results, name)
+    if cells is None and store.manifest() is None and not store.cells():
+        console.print(f"[red]nothing to show[/red]: no suite file and no results in {store.dir}", highlight=False)
+        return 2
+    rows = status_rows(store, None if cells is None else {c.name: c.key for c in cells})
+    print(status_table(rows))
+    return 0
 
 
 def _log_path(store, cell: str) -> Path:
@@ -179,21 +264,51 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("validate", "check a suite without running it"),
                        ("run", "train every cell not yet finished, then write the report"),
+                       ("run-cell", "run one cell of a suite in this process (the entry point of every executor)"),
+                       ("status", "done / running / failed / left per cell, from the results store"),
                        ("report", "write reports/<suite>.md from the results store"),
                        ("perf", "measure training throughput of each distinct cell (no store, no report)")):
         s = sub.add_parser(name, help=text)
         s.add_argument("suite", help="suite name in suites/ or path to a YAML file")
+        if name == "run-cell":
+            s.add_argument("cell", help="the cell's name, as `bench validate SUITE` lists it")
         s.add_argument("--results", default="results", help="results store root (default: results)")
-        s.add_argument("--reports", default="reports", help="reports root (default: reports)")
-        if name in ("run", "perf"):
+        if name not in ("run-cell", "status"):
+            s.add_argument("--reports", default="reports", help="reports root (default: reports)")
+        if name in ("run", "perf", "run-cell"):
             s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        if name in ("run", "perf"):
             s.add_argument("--strategies", help="comma-separated strategy ids: run only their cells")
+        if name == "validate":
+            s.add_argument("--explain", action="store_true",
+                           help="print every resolved train setting of every entry, marking defaults")
         if name == "perf":
             s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
-        if name == "run":
+            s.add_argument("--weightings", help="comma-separated weighting methods, or all: also run each "
+                                                "jointly trained multi-task cell with each (and equal)")
+        if name in ("run", "run-cell"):
             s.add_argument("--force", action="store_true", help="rerun cells that are already finished")
+            s.add_argument("--threads", type=int, help="torch threads per cell run (default: inline torch's own, "
+                           "local cpus/workers, slurm --cpus-per-task); CPU results match across runs at equal threads")
+        if name == "run":
             s.add_argument("--no-report", action="store_true", help="skip writing the report")
+            _executor_arguments(s)
     return p
+
+
+def _executor_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--executor", default="inline", help="where cells run: inline (this process, the default) | "
+                   "local (--workers processes) | slurm (job arrays through submitit)")
+    g = s.add_argument_group("--executor local")
+    g.add_argument("--workers", type=int, help="worker processes (default 1)")
+    g.add_argument("--gpus", help="comma-separated GPU indices; worker i uses gpus[i %% len(gpus)], e.g. 0,0,1,1")
+    g = s.add_argument_group("--executor slurm (default: the suite's slurm: block, then bench/config.py's SlurmConfig)")
+    g.add_argument("--partition", help="partition (default: the cluster's default)")
+    g.add_argument("--time-min", type=int, help="time limit per cell, minutes")
+    g.add_argument("--gpus-per-task", type=int, help="GPUs per cell")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs per cell (also its torch threads)")
+    g.add_argument("--mem-gb", type=float, help="host memory per cell, GB")
+    g.add_argument("--array-parallelism", type=int, help="array tasks running at once")
 
 
 if __name__ == "__main__":

@@ -30,20 +30,32 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate, reached after warmup
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle (linear warmup, linear decay to 0) | cosine | constant
+    # onecycle (linear warmup, linear decay to 0) | cosine (after any warmup) | constant | plateau
+    # (ReduceLROnPlateau on the selection metric after any warmup); see bench/schedules.py
+    schedule: str = "onecycle"
     warmup_epochs: float = 1.0
+    plateau: dict[str, float | str] = field(default_factory=dict)  # ReduceLROnPlateau's factor, patience, min_lr, ...
+    early_stopping: dict[str, float] = field(default_factory=dict)  # {} = off; {patience: epochs, min_delta: 0.0}
     label_smoothing: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight; missing = 1.0
     crop_pad: int = 4  # random-crop padding in pixels; 0 disables the crop
     flip: bool = True  # random horizontal flip (datasets may make it label-aware)
+    # augmentation ops after the crop_pad / flip shorthands, e.g. [{op: rotate, degrees: 5, p: 1.0}]
+    # (bench/augment); non-empty: the whole pipeline, shorthands included, runs through kornia
+    augment: list[dict[str, Any]] = field(default_factory=list)
     tta_flip: bool = False  # average outputs over the image and its mirror at evaluation (not for label-aware flips)
-    cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW; else eager)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA; CPU runs fp32)
+    deterministic: bool = False  # cuDNN deterministic, no autotuning, torch's deterministic algorithms
+    cuda_graph: bool = True  # on CUDA, replay the training step as a CUDA graph (Adam/AdamW, bf16; else eager)
     select: str = "loss"  # best epoch by: loss (weighted val loss) | score (mean primary metric)
     eval_batch_size: int = 2048
+    # steps between measurements of the cosines between task gradients on the shared parameters
+    # (history columns for the report; one forward and T backward passes each, not timed as training); 0 = off
+    grad_cosine_every: int = 0
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
 SELECTS = ("loss", "score")
 
 
@@ -57,8 +69,9 @@ class PluginConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
-    name: str
+    name: str  # the entry's id (cell names, reports); the registered dataset unless `dataset` names it
     tasks: tuple[str, ...]
+    dataset: str | None = None  # the registered dataset, where the entry's id differs (two npz entries)
     val_size: float = 0.1  # fraction of the train pool if < 1, else a number of images
     subset: int | None = None  # stratified sample of the train pool (smoke runs)
     test_subset: int | None = None  # stratified sample of the test set (smoke runs)
@@ -69,6 +82,11 @@ class DatasetConfig:
     # part's tasks only); then `name` is the entry's id and `tasks` all the parts' tasks, in order.
     parts: tuple["DatasetConfig", ...] = ()
 
+    @property
+    def registered(self) -> str:
+        """The registered dataset this entry (or union part) loads."""
+        return self.dataset or self.name
+
 
 @dataclass(frozen=True, kw_only=True)
 class StrategyConfig:
@@ -78,6 +96,8 @@ class StrategyConfig:
     tasks: tuple[str, ...] | None = None  # train on a subset of the dataset's tasks
     backbone: PluginConfig | None = None  # overrides the suite's backbone
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    # how the per-task losses become one update (bench/weighting); `equal`: sum of loss_weights x losses
+    weighting: PluginConfig = field(default_factory=lambda: PluginConfig(name="equal"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +106,33 @@ class TrackingConfig:
 
     mlflow: str | None = None  # tracking URI (http://, sqlite:///, file:) or a folder (a sqlite store in it)
     tensorboard: str | None = None  # folder; event files go to <folder>/<suite>/<cell>/
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmConfig:
+    """How `--executor slurm` submits the suite's cells (bench/executors/slurm.py), one array task per
+    cell. Command-line flags win over these; not part of any cell's key."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    time_min: int = 120  # wall-clock limit of each cell's job, minutes (sbatch --time)
+    gpus_per_task: int = 0  # GPUs per cell (sbatch --gpus-per-node; one task per job)
+    cpus_per_task: int = 2  # also the job's torch threads
+    mem_gb: float = 8.0  # host memory per cell, GB (sbatch --mem)
+    array_parallelism: int = 256  # array tasks running at once (sbatch --array=0-N%P); submitit's default
+    additional: dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {account: x, qos: y}
+
+
+SLURM_MINIMUM = {"time_min": 1, "gpus_per_task": 0, "cpus_per_task": 1, "mem_gb": 0, "array_parallelism": 1}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reference:
+    """What a protocol suite is compared with in its report (display only, never computed with)."""
+
+    source: str = ""  # where the published numbers come from: the study, its table, its number of runs
+    # strategy id -> task -> the study's primary metric as the report shows it (accuracy in %, MAE as is)
+    published: dict[str, dict[str, float]] = field(default_factory=dict)
+    tuned: str | None = None  # a suite whose stored results (same strategy ids) the report shows beside
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,12 +145,17 @@ class Suite:
     seeds: tuple[int, ...]
     backbone: PluginConfig
     train: TrainConfig
+    train_keys: tuple[str, ...] = ()  # the train settings the suite's own `train:` sets (the rest: defaults)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    # entry id -> the single-task entries it is compared with (`reference:`); report-only, in no key
-    references: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # entry id -> the single-task entries it is compared with (its `reference:`); report-only, in no key.
+    # Not `reference` below: that one is a protocol suite's published numbers (report/protocol.py).
+    baselines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    reference: Reference = field(default_factory=Reference)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
-SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking")
+SUITE_KEYS = ("name", "description", "datasets", "strategies", "seeds", "backbone", "train", "tracking", "reference",
+              "slurm")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -143,10 +195,10 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
     train = _train_config(raw.get("train", {}), "train")
     backbone = _plugin(raw.get("backbone", "alexnet_cifar"), "backbone", BACKBONES)
     datasets = _datasets(raw["datasets"], DATASETS)
-    strategies, references = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
+    strategies, baselines = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
     _check_members(strategies, STRATEGIES)
     seeds = _seeds(raw["seeds"])
-    for st in strategies:
+    for i, st in enumerate(strategies):
         for ds in datasets:
             unknown = set(st.tasks or ()) - set(ds.tasks)
             if unknown:
@@ -154,6 +206,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
                     f"strategies.{st.id}.tasks: {sorted(unknown)} not among dataset "
                     f"{ds.name}'s tasks {list(ds.tasks)}"
                 )
+            _check_weighting_values(st.weighting, len(st.tasks or ds.tasks), f"strategies[{i}].weighting")
     return Suite(
         name=str(raw.get("name", path.stem)),
         path=str(path),
@@ -163,9 +216,26 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
         seeds=seeds,
         backbone=backbone,
         train=train,
+        train_keys=tuple(_mapping(raw.get("train", {}), "train")),
         tracking=_tracking(raw.get("tracking")),
-        references=_references(references, strategies, datasets, STRATEGIES),
+        baselines=_baselines(baselines, strategies, datasets, STRATEGIES),
+        reference=_reference(raw.get("reference"), strategies, datasets),
+        slurm=slurm_config(raw.get("slurm") or {}, "slurm"),
     )
+
+
+def _reference(raw: Any, strategies: tuple[StrategyConfig, ...], datasets: tuple[DatasetConfig, ...]) -> Reference:
+    ref = _dataclass_from(Reference, {} if raw is None else raw, "reference")
+    ids, tasks = [st.id for st in strategies], sorted({t for ds in datasets for t in ds.tasks})
+    for sid, values in ref.published.items():
+        if sid not in ids:
+            raise ValueError(f"reference.published.{sid}: not a strategy id of this suite; valid: {', '.join(ids)}")
+        for t in values:
+            if t not in tasks:
+                raise ValueError(f"reference.published.{sid}.{t}: not a task of this suite; valid: {', '.join(tasks)}")
+    if ref.tuned is not None and not ref.tuned.strip():
+        raise ValueError("reference.tuned: empty; name a suite, or leave the key out")
+    return ref
 
 
 def _tracking(raw: Any) -> TrackingConfig:
@@ -173,6 +243,21 @@ def _tracking(raw: Any) -> TrackingConfig:
     for key in ("mlflow", "tensorboard"):
         if getattr(cfg, key) is not None and not getattr(cfg, key).strip():
             raise ValueError(f"tracking.{key}: empty; give a URI or folder, or leave the key out")
+    return cfg
+
+
+def slurm_config(raw: Any, where: str = "slurm", *, flags: bool = False) -> SlurmConfig:
+    """A `slurm:` block with its values checked. flags=True: the values came from command-line flags
+    (`--cpus-per-task` ...), which the errors then name instead of the key path."""
+    cfg = _dataclass_from(SlurmConfig, raw, where)
+    for key, least in SLURM_MINIMUM.items():
+        value = getattr(cfg, key)
+        if value < least or (key == "mem_gb" and value <= 0):
+            name = f"--{key.replace('_', '-')}" if flags else f"{where}.{key}"
+            raise ValueError(f"{name}: {value!r} is too small; expected {'> 0' if key == 'mem_gb' else f'>= {least}'}")
+    if cfg.partition is not None and not cfg.partition.strip():
+        raise ValueError(f"{'--partition' if flags else where + '.partition'}: empty; name a partition or leave it "
+                         "out for the cluster's default")
     return cfg
 
 
@@ -203,13 +288,25 @@ def _train_config(raw: Any, where: str) -> TrainConfig:
 
 def check_train_values(cfg: TrainConfig, where: str) -> None:
     """Checks on values (not just types) of a TrainConfig; also run on merged overrides."""
-    for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+    from bench.augment import build_op
+    from bench.precision import PRECISIONS
+    from bench.schedules import check_early_stopping, check_plateau
+
+    for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("select", SELECTS),
+                       ("precision", PRECISIONS)):
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{where}.{key}: {getattr(cfg, key)!r} unknown; valid: {', '.join(valid)}")
-    if cfg.select not in SELECTS:
-        raise ValueError(f"{where}.select: {cfg.select!r} unknown; valid: {', '.join(SELECTS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"{where}: epochs and batch_size must be >= 1")
+    if cfg.grad_cosine_every < 0:
+        raise ValueError(f"{where}.grad_cosine_every: {cfg.grad_cosine_every}; expected steps >= 0 (0 = off)")
+    for key, check in (("plateau", check_plateau), ("early_stopping", check_early_stopping)):
+        try:
+            check(getattr(cfg, key))
+        except ValueError as err:
+            raise ValueError(f"{where}.{key}.{err}") from None
+    for i, op in enumerate(cfg.augment):
+        build_op(_mapping(op, f"{where}.augment[{i}]"), f"{where}.augment[{i}]")
 
 
 def merge_train(base: TrainConfig, *overrides: dict[str, Any]) -> TrainConfig:
@@ -241,28 +338,35 @@ def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
         if "union" in body:
             out.append(_union(str(name), body, registry, where))
             continue
-        if name not in registry:
-            raise ValueError(f"{where}: unknown dataset {name!r}; valid: {', '.join(registry.names())} "
-                             "(or give the entry a `union:` list of parts)")
-        cfg = _dataset(name, body, registry, where)
+        source = body.pop("dataset", name)
+        if source not in registry:
+            at = f"{where}.dataset" if source != name else where
+            raise ValueError(f"{at}: unknown dataset {source!r}; valid: {', '.join(registry.names())} "
+                             "(or give the entry `dataset: <registered name>`, or a `union:` list of parts)")
+        cfg = _dataset(name, body, registry, where, source)
         _check_overrides(cfg.train, f"{where}.train")
         out.append(cfg)
     return tuple(out)
 
 
-def _dataset(name: str, body: dict, registry: Registry, where: str) -> DatasetConfig:
-    loader = registry.get(name)
-    tasks = body.pop("tasks", list(loader.tasks))
+def _dataset(name: str, body: dict, registry: Registry, where: str, source: str | None = None) -> DatasetConfig:
+    loader = registry.get(source or name)
+    options = _mapping(body.get("options", {}), f"{where}.options")
+    check_params(loader, options, f"{where}.options")
+    try:
+        declared = loader.declare(options).tasks
+    except ValueError as err:
+        raise ValueError(f"{where}.options.{err}") from None
+    tasks = body.pop("tasks", list(declared))
     if not isinstance(tasks, list) or not tasks:
-        raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(loader.tasks)}")
+        raise ValueError(f"{where}.tasks: expected a non-empty list; valid: {', '.join(declared)}")
     for t in tasks:
-        if t not in loader.tasks:
-            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(loader.tasks)}")
-    _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig) if f.name not in ("name", "tasks", "parts")],
-                    where)
-    cfg = _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks))
-    check_params(loader, cfg.options, f"{where}.options")
-    return cfg
+        if t not in declared:
+            raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(declared)}")
+    _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig)
+                           if f.name not in ("name", "tasks", "parts", "dataset")], where)
+    return _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks),
+                           dataset=source if source not in (None, name) else None)
 
 
 UNION_KEYS = ("union", "train")
@@ -295,14 +399,14 @@ def _union(name: str, body: dict, registry: Registry, where: str) -> DatasetConf
     return DatasetConfig(name=name, tasks=tuple(owner), parts=tuple(parts), train=train)
 
 
-STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train", "reference")
+STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train", "weighting", "reference")
 
 
 def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tuple[StrategyConfig, ...], dict[int, Any]]:
-    """The entries, and each entry's raw `reference:` by position (checked by `_references`)."""
+    """The entries, and each entry's raw `reference:` by position (checked by `_baselines`)."""
     if not isinstance(raw, list) or not raw:
         raise ValueError("strategies: expected a non-empty list; valid names: " + ", ".join(registry.names()))
-    out, seen, references = [], set(), {}
+    out, seen, baselines = [], set(), {}
     for i, entry in enumerate(raw):
         entry = {"name": entry} if isinstance(entry, str) else dict(_mapping(entry, f"strategies[{i}]"))
         name = entry.pop("name", None)
@@ -322,7 +426,8 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tupl
         train = entry.pop("train", {})
         _check_overrides(train, f"{where}.train")
         if "reference" in entry:
-            references[i] = entry.pop("reference")
+            baselines[i] = entry.pop("reference")
+        weighting = _weighting(entry.pop("weighting", "equal"), f"{where}.weighting", name, registry)
         check_params(registry.get(name), entry, where)
         try:  # the strategy's own value checks; its messages start with the parameter's name
             registry.get(name)(**entry)
@@ -330,12 +435,12 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tupl
             raise ValueError(f"{where}.{err}") from None
         out.append(StrategyConfig(
             id=sid, name=name, params=entry, backbone=backbone, train=train,
-            tasks=tuple(tasks) if tasks else None,
+            tasks=tuple(tasks) if tasks else None, weighting=weighting,
         ))
-    return tuple(out), references
+    return tuple(out), baselines
 
 
-def _references(raw: dict[int, Any], strategies: tuple[StrategyConfig, ...], datasets: tuple[DatasetConfig, ...],
+def _baselines(raw: dict[int, Any], strategies: tuple[StrategyConfig, ...], datasets: tuple[DatasetConfig, ...],
                 registry: Registry) -> dict[str, tuple[str, ...]]:
     """`reference: <id>` or `[<id>, ...]` on a multi-task entry: the single-task entries (one model
     per task: `stl`, or a training entry whose `tasks` are one task) the report compares it with."""
@@ -360,6 +465,29 @@ def _references(raw: dict[int, Any], strategies: tuple[StrategyConfig, ...], dat
                                  f"valid: {', '.join(valid) or '(none)'}")
         out[st.id] = tuple(ids)
     return out
+
+
+def _weighting(raw: Any, where: str, strategy: str, strategies: Registry) -> PluginConfig:
+    """`weighting: pcgrad` or `{name: cagrad, c: 0.4}`: a registered method and its declared parameters."""
+    from bench.weighting import WEIGHTINGS
+
+    cfg = _plugin(raw, where, WEIGHTINGS)
+    if cfg.name != "equal" and not strategies.get(strategy).weighs_tasks:
+        joint = [n for n in strategies.names() if strategies.get(n).weighs_tasks]
+        raise ValueError(f"{where}: {strategy} trains one task per model or stage, or trains nothing, so it has "
+                         f"no task losses to weigh; remove the key (weightings apply to: {', '.join(joint)})")
+    return cfg
+
+
+def _check_weighting_values(cfg: PluginConfig, tasks: int, where: str) -> None:
+    """The method's own value checks, some of which depend on the number of tasks (Krum needs 3)."""
+    if cfg.name == "equal" or tasks < 2:  # one task: the trainer uses equal weights (nothing to weigh)
+        return
+    import torch
+
+    from bench.weighting import build
+
+    build(cfg.name, cfg.params, torch.ones(tasks), where=where)
 
 
 def _check_members(strategies: tuple[StrategyConfig, ...], registry: Registry) -> None:

@@ -2,9 +2,10 @@
 
 datasets x strategies x seeds, where a strategy may split a dataset's tasks into several cells
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
-report label, e.g. `cifar10__stl(task=class10)__seed0`, and a key hashing its fully resolved config
-together with the code its training runs (CORE_TRAINING_CODE plus the modules of its dataset loader,
-backbone and strategy classes), so a stored result is reused only for the same config and code.
+report label, e.g. `cifar10__stl(task=class10)__seed0` or `freq3__pcgrad(weighting=pcgrad)__seed0`, and a
+key hashing its fully resolved config together with the code its training runs (CORE_TRAINING_CODE
+plus the modules of its dataset loader, backbone, strategy classes and the models they build), so a
+stored result is reused only for the same config and code.
 Editing the report, the CLI or a plug-in the cell does not use leaves its key alone.
 
 A combining entry (an ensemble) gets one seed-less cell per dataset, named by its parameters and
@@ -15,6 +16,7 @@ includes their keys, so it is recomputed whenever a member's config or code chan
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 from dataclasses import dataclass
@@ -25,13 +27,17 @@ from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, Sui
 
 # The modules every cell's training runs besides its own plug-ins, relative to bench/ (a folder
 # stands for every .py file under it). A cell's key hashes them, so editing one marks the cells it
-# trained stale. train_cell.py seeds, draws the backbone's statistics sample, predicts the test set
-# and computes the stored metrics and loss gallery. Not in: the runner's bookkeeping (attempts,
-# records, progress), config parsing (the resolved config is hashed itself), the grid, store,
-# record, registry, report and CLI. The modules of the task kinds, dataset loader, backbone and
-# strategy a cell uses are added per cell (found from the registries).
-CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py",
-                      "models/__init__.py")
+# trained stale. train_cell.py seeds, sets the numerics, draws the backbone's statistics sample,
+# predicts the test set and computes the stored metrics and loss gallery; the trainer's schedules,
+# precision and augmentation (the kornia pipeline, and the label-map contract of the fast path) are
+# modules of their own, and its step goes through the weighting package and, on CUDA, cuda_graph.py.
+# Not in: the runner's bookkeeping (attempts, records, progress), config parsing (the resolved config
+# is hashed itself), the grid, store, record, registry, report and CLI. The modules of the task
+# kinds, dataset loader, backbone and strategy a cell uses are added per cell (found from the
+# registries).
+CORE_TRAINING_CODE = ("trainer.py", "train_cell.py", "schedules.py", "precision.py", "augment/__init__.py",
+                      "augment/ops.py", "kinds/__init__.py", "kinds/heads.py", "data/__init__.py", "models/__init__.py",
+                      "weighting", "cuda_graph.py")
 COMBINE_CODE = ("combine.py",)  # also run by a cell combined from members (an ensemble)
 PACKAGE = Path(__file__).resolve().parent
 
@@ -53,6 +59,8 @@ class Cell:
         # Mapping-valued params (e.g. heads) would make unreadable names; ids already tell entries
         # apart, and the key still covers every param.
         params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
+        if self.strategy.weighting.name != "equal":  # its parameters, like dict params, only in the key
+            params["weighting"] = self.strategy.weighting.name
         if self.members:
             params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:
@@ -77,18 +85,21 @@ class Cell:
 
     def code_files(self) -> tuple[str, ...]:
         """The bench/ files this cell's training runs: the core list, and the modules defining its
-        dataset loader, backbone and strategy class with its bases (found from the registered objects)."""
-        from bench.data import DATASETS
+        dataset loader, backbone, strategy class with its bases and the model classes the strategy
+        builds (found from the registered objects)."""
+        from bench.data import DATASETS, declaration
         from bench.kinds import KINDS
         from bench.models import BACKBONES
         from bench.strategies import STRATEGIES
 
-        loaders = [DATASETS.get(part.name) for part in self.dataset.parts or (self.dataset,)]  # a union: each part's
-        kinds = [KINDS.get(loader.kinds[t]) for loader in loaders for t in self.tasks if t in loader.kinds]
+        parts = self.dataset.parts or (self.dataset,)  # a union: each part's loader and kinds
+        loaders = [DATASETS.get(part.registered) for part in parts]
+        kinds = [KINDS.get(kind) for part in parts for t, kind in declaration(part).kinds.items() if t in self.tasks]
+        strategy = STRATEGIES.get(self.strategy.name)
         plugins = [*loaders, *(c for k in kinds for c in inspect.getmro(k)), BACKBONES.get(self.backbone.name),
-                   *inspect.getmro(STRATEGIES.get(self.strategy.name))]
-        own = {p for p in map(_package_path, plugins) if p}
-        return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own))
+                   *inspect.getmro(strategy), *strategy.builds]
+        own = _with_siblings({p for p in map(_package_path, plugins) if p})
+        return CORE_TRAINING_CODE + (COMBINE_CODE if self.members else ()) + tuple(sorted(own - set(CORE_TRAINING_CODE)))
 
     def code(self) -> dict[str, str]:
         """Hashes of `code_files()`, as stored in the cell's record."""
@@ -146,6 +157,14 @@ def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy
         raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): {err}") from None
     train = merge_train(suite.train, ds.train, st.train)
     _check_loss_weights(train, ds, suite.path)
+    if train.precision == "fp16" and st.weighting.name != "equal":
+        raise SuiteError(f"{suite.path}: strategies.{st.id}.weighting: {st.weighting.name} with train.precision fp16; "
+                         "the fp16 gradient scaler runs with equal weighting only: use precision bf16 or fp32")
+    for tasks in subsets:
+        try:
+            check_cell_train(train, ds, tasks)
+        except ValueError as err:
+            raise SuiteError(f"{suite.path}: strategies.{st.id} on dataset {ds.name}: {err}") from None
     return [Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=seed,
                  backbone=st.backbone or suite.backbone, train=train, split=len(subsets) > 1)
             for tasks in subsets]
@@ -154,8 +173,45 @@ def _trained_cells(suite: Suite, ds: DatasetConfig, st: StrategyConfig, strategy
 def _combined_cell(suite: Suite, ds: DatasetConfig, st: StrategyConfig, members: list[Cell]) -> Cell:
     """One seed-less cell over the members' tasks; it records the members' backbone and training."""
     tasks = tuple(t for t in ds.tasks if any(t in m.tasks for m in members))
+    _check_combinable(suite, ds, st, tasks)
     return Cell(suite=suite.name, dataset=ds, strategy=st, tasks=tasks, seed=None, backbone=members[0].backbone,
                 train=members[0].train, split=False, members=tuple(members))
+
+
+def _check_combinable(suite: Suite, ds: DatasetConfig, st: StrategyConfig, tasks: tuple[str, ...]) -> None:
+    """SuiteError before any training when a combined cell would hold a task whose kind has no
+    `combine` (segmentation masks, detection box lists: no sound average of stored predictions)."""
+    from bench.data import declaration
+    from bench.kinds import KINDS, TaskSpec
+
+    kinds = {t: k for part in ds.parts or (ds,) for t, k in declaration(part).kinds.items() if t in tasks}
+    bad = {t: k for t, k in kinds.items() if KINDS.get(k).combine is TaskSpec.combine}
+    if bad:
+        listed = ", ".join(f"{t} ({k})" for t, k in bad.items())
+        raise SuiteError(f"{suite.path}: strategies.{st.id} (dataset {ds.name}): an ensemble combines stored "
+                         f"predictions, and these tasks' kinds cannot be combined: {listed}; give the entry it "
+                         "combines `tasks:` without them, or remove the ensemble")
+
+
+def check_cell_train(train: TrainConfig, ds: DatasetConfig, tasks: tuple[str, ...]) -> None:
+    """Checks of a cell's merged train settings against each other and its dataset's declaration:
+    `plateau:` needs `schedule: plateau`, and every orientation op of its augmentation (the flip
+    shorthand included) needs a label map for each class or regression task in play. ValueError
+    naming the train key."""
+    from bench.augment import Pipeline, shorthand_ops
+    from bench.data import declaration
+
+    if train.plateau and train.schedule != "plateau":
+        raise ValueError(f"train.plateau: set, but schedule is {train.schedule!r}; set schedule: plateau too")
+    kinds, maps = {}, {}
+    for part in ds.parts or (ds,):
+        decl = declaration(part)
+        kinds.update({t: k for t, k in decl.kinds.items() if t in tasks})
+        maps.update(decl.label_maps)
+    shorthands = shorthand_ops(train.crop_pad, train.flip)
+    where = [f"train.{'crop_pad' if o['op'] == 'crop' else 'flip'}" for o in shorthands]
+    where += [f"train.augment[{i}]" for i in range(len(train.augment))]
+    Pipeline(shorthands + list(train.augment), dataset=ds.name, label_maps=maps).check(kinds, where)
 
 
 def _check_loss_weights(train: TrainConfig, ds: DatasetConfig, path: str) -> None:
@@ -174,6 +230,40 @@ def _package_path(obj) -> str | None:
     return path.relative_to(PACKAGE).as_posix() if path.is_relative_to(PACKAGE) else None
 
 
+def _with_siblings(paths: set[str]) -> set[str]:
+    """Plug-in modules plus the modules of their own folder that they import, transitively: e.g.
+    data/digit_scenes.py reads MNIST through data/mnist.py, whose edits change its cells too."""
+    out, todo = set(paths), list(paths)
+    while todo:
+        rel = todo.pop()
+        folder, _, name = rel.rpartition("/")
+        if not folder or name == "__init__.py":  # top-level modules import core or non-training code; a
+            continue  # package's __init__ is core, and it imports every plug-in to register them
+        for dotted in _bench_imports(PACKAGE / rel):
+            path = _module_path(dotted)
+            if path and path.rpartition("/")[0] == folder and path not in out:
+                out.add(path)
+                todo.append(path)
+    return out
+
+
+def _bench_imports(source: Path) -> set[str]:
+    """Dotted names this module's `import bench...` / `from bench... import x` statements may load."""
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("bench")}
+    return names
+
+
+def _module_path(dotted: str) -> str | None:
+    """bench.data.mnist -> data/mnist.py, when that file exists (packages and attributes: None)."""
+    path = PACKAGE.joinpath(*dotted.split(".")[1:]).with_suffix(".py")
+    return path.relative_to(PACKAGE).as_posix() if path.is_file() else None
+
+
 def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:
     """What the report needs of `suite`, for the store (results/<suite>/suite.json)."""
     from bench.strategies import STRATEGIES
@@ -184,9 +274,10 @@ def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:
         members = strategy.members()
         entries.append(R.Entry(id=st.id, name=st.name, multi_task=strategy.multi_task,
                                of=members.of if members else None, seeds=tuple(members.seeds) if members else (),
-                               reference=suite.references.get(st.id, ())))
+                               reference=suite.baselines.get(st.id, ())))
     return R.Manifest(name=suite.name, description=suite.description, path=suite.path, seeds=suite.seeds,
                       select=suite.train.select, strategies=tuple(entries),
+                      reference=dataclasses.asdict(suite.reference),
                       datasets=tuple(R.DatasetEntry(name=d.name, tasks=d.tasks) for d in suite.datasets),
                       cells=tuple(c.name for c in cells), keys={c.name: c.key for c in cells},
                       fingerprint=R.suite_fingerprint(suite.path) if Path(suite.path).is_file() else "")

@@ -80,6 +80,8 @@ class Record:
     wall_seconds: float = 0.0  # the whole attempt
     images_per_second: float | None = None  # training throughput
     peak_memory_mb: float | None = None  # CUDA only
+    # what the training computed with (bench/precision.py: Numerics, plus whether the CUDA graph ran)
+    numerics: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # the dataset's caveats, for the report
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> TaskSpec as a dict
     extra: dict[str, Any] = field(default_factory=dict)  # strategy-specific (R matrix, ensemble gains)
@@ -204,6 +206,8 @@ class Manifest:
     cells: tuple[str, ...] = ()  # the grid's cells, in grid order; () = every cell in the store
     keys: dict[str, str] = field(default_factory=dict)  # cell -> its key when the manifest was written
     fingerprint: str = ""  # `suite_fingerprint` of the suite file then: keys still hold while it matches
+    # what the report compares with (config.Reference): source, published {id: {task: value}}, tuned suite
+    reference: dict[str, Any] = field(default_factory=dict)
     schema: int = MANIFEST_SCHEMA
 
     def to_json(self) -> dict[str, Any]:

@@ -11,13 +11,16 @@
             failed_attempt.json     a later rerun that failed or was interrupted while this result stayed,
             failed_attempt.log      and that rerun's log
         .attempts/<cell>.<id>/      a run in progress, with the same files
+        .locks/<cell>.lock          the lock of a cell being run (bench/locks.py), held by the run's process
 
-Every run of a cell trains into a fresh attempt folder; nothing touches the cell's folder while
-it trains. When the attempt is done, or the cell has no finished result, `finish` renames the
-old folder aside, renames the attempt into place and deletes the old one. `recover` completes a
-swap cut between its two renames and deletes attempts left by a killed process, so those are never
-read as results. When an attempt fails while a finished result exists, the result stays, and the
-failed attempt's record and log go beside it. A cell written by the previous code (schema 1:
+Every run of a cell takes the cell's lock, then trains into a fresh attempt folder; nothing touches
+the cell's folder while it trains. When the attempt is done, or the cell has no finished result,
+`finish` renames the old folder aside, renames the attempt into place and deletes the old one.
+`recover` completes a swap cut between its two renames and deletes attempts left by a killed
+process, so those are never read as results; it touches only cells whose lock it can take, so it
+never deletes the attempt of a run that is alive, on this machine or another. When an attempt
+fails while a finished result exists, the result stays, and the failed attempt's record and log go
+beside it. A cell written by the previous code (schema 1:
 metrics.json + config.json) is read through `record.read_legacy` and never rewritten.
 """
 
@@ -34,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.locks import CellLock
 from bench.record import Manifest, Record, RecordError, read_json, read_legacy, read_record
 
 RECORD, LEGACY_RECORD = "record.json", "metrics.json"
@@ -41,6 +45,7 @@ HISTORY, PREDICTIONS, LOG = "history.csv", "predictions.npz", "log.txt"
 FAILED_ATTEMPT, FAILED_LOG = "failed_attempt.json", "failed_attempt.log"
 MANIFEST = "suite.json"
 ATTEMPTS = ".attempts"
+LOCKS = ".locks"
 ASIDE = ".replaced"  # suffix of a result renamed aside while its replacement moves in
 
 
@@ -75,6 +80,15 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
     _atomic(path, lambda f: torch.save(obj, f))
+
+
+def _required_arrays(record: Record, task: str) -> tuple[str, ...]:
+    """The arrays a finished cell stores for `task`, as its kind says (TaskSpec.required_arrays); a record
+    without specs (older stores) or of an unknown kind: predictions and targets."""
+    from bench.kinds import KINDS, TaskSpec
+
+    kind = record.specs.get(task, {}).get("kind")
+    return (KINDS.get(kind) if kind in KINDS else TaskSpec).required_arrays
 
 
 def _jsonable(obj: Any) -> Any:
@@ -114,6 +128,7 @@ class Store:
     def __init__(self, root: Path | str, suite: str):
         self.dir = Path(root) / suite
         self.attempts_dir = self.dir / ATTEMPTS
+        self.locks_dir = self.dir / LOCKS
 
     def cell_dir(self, cell: str) -> Path:
         return self.dir / cell
@@ -141,7 +156,7 @@ class Store:
             return None
         path = self.cell_dir(cell) / PREDICTIONS
         names = set(self._npz(path).files) if path.exists() else set()
-        missing = [f"{k}__{t}" for t in record.tasks for k in ("pred", "target") if f"{k}__{t}" not in names]
+        missing = [f"{k}__{t}" for t in record.tasks for k in _required_arrays(record, t) if f"{k}__{t}" not in names]
         if missing:
             raise RecordError(path, f"incomplete: no {', '.join(missing)}")
         return record
@@ -221,15 +236,42 @@ class Store:
         os.rename(attempt, target)  # a crash between the renames is repaired by recover()
         shutil.rmtree(aside, ignore_errors=True)
 
+    # ---- locks and recovery ---------------------------------------------------------------
+    def lock(self, cell: str) -> CellLock:
+        """The cell's lock (not taken yet): whoever holds it may run the cell and touch its files."""
+        return CellLock(self.locks_dir / f"{cell}.lock")
+
+    def leftovers(self, cell: str) -> list[Path]:
+        """The cell's attempt folders and results renamed aside (`.replaced`), oldest first."""
+        if not self.attempts_dir.is_dir():
+            return []
+        found = [p for p in self.attempts_dir.iterdir() if _attempt_cell(p.name) == cell]
+        return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
     def recover(self) -> list[str]:
-        """Complete swaps cut between their renames; delete attempts of processes that are gone.
-        Returns one line per repair. Attempts of other live processes on this machine are left."""
+        """Complete swaps cut between their renames and delete attempts of runs that are gone, for every
+        cell whose lock can be taken now (its holder, if any, is dead). Returns one line per repair;
+        cells held by a live run, here or on another host, are left alone and named."""
         if not self.attempts_dir.is_dir():
             return []
         lines = []
-        for aside in sorted(p for p in self.attempts_dir.iterdir() if p.name.endswith(ASIDE)):
+        for cell in sorted({_attempt_cell(p.name) for p in self.attempts_dir.iterdir()}):
+            lock = self.lock(cell)
+            if not lock.try_acquire():
+                holder = lock.holder() or "starting"
+                lines.append(f"{cell}: left its attempt alone; a live run holds the cell ({holder})")
+                continue
+            try:
+                lines += self.recover_cell(cell)
+            finally:
+                lock.release()
+        return lines
+
+    def recover_cell(self, cell: str) -> list[str]:
+        """`recover` for one cell; the caller holds the cell's lock, so every leftover is dead."""
+        lines, target = [], self.cell_dir(cell)
+        for aside in [p for p in self.leftovers(cell) if p.name.endswith(ASIDE)]:
             attempt = aside.with_name(aside.name[:-len(ASIDE)])
-            target = self.cell_dir(attempt.name.rsplit(".", 1)[0])
             if not target.exists() and (attempt / RECORD).exists():
                 os.rename(attempt, target)
                 lines.append(f"{target}: completed its interrupted replacement")
@@ -237,25 +279,12 @@ class Store:
                 os.rename(aside, target)
                 lines.append(f"{target}: restored after an interrupted replacement")
             shutil.rmtree(aside, ignore_errors=True)
-        for attempt in sorted(self.attempts_dir.iterdir()):
-            if not _running_elsewhere(attempt.name):
-                shutil.rmtree(attempt)
-                lines.append(f"{attempt}: removed an interrupted attempt (never read as a result)")
+        for attempt in self.leftovers(cell):
+            shutil.rmtree(attempt)
+            lines.append(f"{attempt}: removed an interrupted attempt (never read as a result)")
         return lines
 
 
-def _running_elsewhere(attempt_name: str) -> bool:
-    """Does another live process on this machine own the attempt? (Its pid is in the name.)"""
-    try:
-        pid = int(attempt_name.rsplit(".", 1)[1].split("-")[0])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _attempt_cell(name: str) -> str:
+    """`<cell>.<pid>-<hex>[.replaced]` -> the cell (cell names may hold dots, the suffix does not)."""
+    return name.removesuffix(ASIDE).rsplit(".", 1)[0]

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec
 from bench.models import Backbone, CrossStitchNet, MultiHeadNet, check_heads
+from bench.models.mmoe import MMoENet
+from bench.models.mtan import MTANNet
 from bench.registry import Registry
 from bench.trainer import FitResult, Trainer
 
@@ -45,6 +48,9 @@ class Strategy:
     """Joint training of one model on all of the cell's tasks (the default hooks)."""
 
     multi_task = True  # False for single-task baselines; the report pairs the others against them
+    weighs_tasks = True  # trains its tasks together, so a suite may give it a `weighting` method
+    # Model classes `build` makes from outside bench/models/__init__.py: their modules join the cell's key.
+    builds: ClassVar[tuple[type, ...]] = ()
 
     def cell_tasks(self, tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
         return [tasks]
@@ -53,7 +59,8 @@ class Strategy:
         raise NotImplementedError
 
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], trainer: Trainer) -> FitResult:
-        return trainer.fit(model, data, specs)
+        # on a union of datasets, only the images labelled for some task of this cell (STL: its own)
+        return trainer.fit(model, data, specs, train=data.train.any_of(list(specs)))
 
     def members(self) -> Members | None:
         """The cells this one is computed from, without training; None for a strategy that trains."""
@@ -93,6 +100,7 @@ class SingleTask(HardShare):
     """Single-task learning: one independent model per task, each its own cell."""
 
     multi_task = False
+    weighs_tasks = False
 
     def cell_tasks(self, tasks):
         return [(t,) for t in super().cell_tasks(tasks)[0]]
@@ -114,6 +122,34 @@ class CrossStitch(WithHeads):
                               self_weight=self.self_weight, heads=self.heads)
 
 
+@STRATEGIES.register("mtan")
+@dataclass(frozen=True, kw_only=True)
+class MTAN(WithHeads):
+    """A shared backbone with task-specific attention modules over its stages (Liu, Johns and Davison 2019)."""
+
+    builds = (MTANNet,)
+
+    def build(self, specs, make_backbone):
+        return MTANNet(make_backbone(), specs, self.heads)
+
+
+@STRATEGIES.register("mmoe")
+@dataclass(frozen=True, kw_only=True)
+class MMoE(WithHeads):
+    """Shared expert backbones mixed by a softmax gate per task (Ma et al. 2018)."""
+
+    builds = (MMoENet,)
+    experts: int = 3  # backbone columns; each adds one backbone's compute and parameters
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.experts < 1:
+            raise ValueError(f"experts: expected at least 1, got {self.experts}")
+
+    def build(self, specs, make_backbone):
+        return MMoENet(make_backbone, specs, experts=self.experts, heads=self.heads)
+
+
 @STRATEGIES.register("ensemble")
 @dataclass(frozen=True, kw_only=True)
 class Ensemble(Strategy):
@@ -121,6 +157,8 @@ class Ensemble(Strategy):
 
     STL members are per task, so each task averages the member cells that predict it.
     """
+
+    weighs_tasks = False
 
     of: str = ""  # the strategy id whose cells are averaged; required
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # need not be among the suite's seeds
@@ -138,52 +176,75 @@ class SequentialLwF(HardShare):
     """Tasks learned one stage at a time on one multi-head model: Learning without Forgetting (Li & Hoiem 2016).
 
     Stage k trains task k's loss only; the model as it was after stage k-1, frozen, is the teacher
-    that every earlier head is distilled towards (`Distiller`). After every stage each task is
-    scored on the test set; the matrix R[stage][task] of primary metrics goes to FitResult.extra.
+    that every earlier head is distilled towards (`Distiller`), each by its kind's distillation, plus
+    optionally the shared features the heads read (seed 003's feature distillation). After every stage
+    each task is scored on the test set; the matrix R[stage][task] of primary metrics goes to
+    FitResult.extra. Learning-rate factors per parameter group apply from the second stage on: the
+    first stage trains every group at the full rate (there is nothing to protect yet).
     """
+
+    weighs_tasks = False  # one task per stage (plus distillation): nothing to weigh
 
     order: list[str] = field(default_factory=list)  # stage order; empty: the cell's task order
     temperature: float | dict[str, float] = 2.0  # for all tasks, or task -> T (missing: 2.0); LwF's T
     distill_weight: float | dict[str, float] = 1.0  # for all tasks, or task -> weight (missing: 1.0)
+    # MSE between the student's and the teacher's shared features (`forward_features`), weighted by
+    # the sum of this over the distilled tasks; seed 003 used 2.5 for detection, 0 for the others
+    feature_weight: float | dict[str, float] = 0.0
     replay: int = 0  # train inputs stored per earlier task to distil on; 0: distil on the stage's batches
-    # lr factors per parameter group within a stage; all 1.0 as in LwF, which tunes everything jointly
+    replay_batch: int | None = None  # replayed inputs per step; None: the training batch size
+    # lr factors per parameter group from the second stage on; all 1.0 as in LwF, which tunes everything jointly
     lr_backbone: float = 1.0
-    lr_shared: float = 1.0
+    lr_shared: float = 1.0  # every "shared" group, and each "shared/<part>" not in lr_groups
     lr_current_head: float = 1.0
-    lr_old_heads: float = 1.0
+    lr_old_heads: float = 1.0  # the heads being distilled
+    lr_groups: dict[str, float] = field(default_factory=dict)  # finer groups, e.g. {shared/late: 1.0} (onehead)
+    # from the second stage on, batch norm keeps the first stage's statistics (a new task's images,
+    # and the replayed ones, would otherwise shift what the earlier heads were trained on)
+    freeze_norm: bool = False
     disjoint: bool = False  # stages train on disjoint slices of the train split, not the same images
-    stage_epochs: int | None = None  # epochs per stage; None: the cell's train.epochs
+    stage_epochs: int | list[int] | None = None  # epochs, for every stage or one per stage; None: train.epochs
+    stage_lr: float | list[float] | None = None  # peak lr, for every stage or one per stage; None: train.lr
     forgetting_threshold: float = 5.0  # % drop of a task's primary metric that still passes (report)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, strict in (("temperature", True), ("distill_weight", False)):
+        for name, strict in (("temperature", True), ("distill_weight", False), ("feature_weight", False)):
             value = getattr(self, name)
             for v in value.values() if isinstance(value, dict) else [value]:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (strict and v == 0):
                     raise ValueError(f"{name}: expected a number {'>' if strict else '>='} 0, got {v!r}")
-        ok = {"replay": self.replay >= 0, "stage_epochs": self.stage_epochs is None or self.stage_epochs >= 1,
+        epochs, lrs = _as_list(self.stage_epochs), _as_list(self.stage_lr)
+        ok = {"replay": self.replay >= 0, "replay_batch": self.replay_batch is None or self.replay_batch >= 1,
+              "stage_epochs": all(e >= 1 for e in epochs), "stage_lr": all(v > 0 for v in lrs),
               "lr_backbone": self.lr_backbone >= 0, "lr_shared": self.lr_shared >= 0,
-              "lr_old_heads": self.lr_old_heads >= 0, "lr_current_head": self.lr_current_head > 0}
+              "lr_old_heads": self.lr_old_heads >= 0, "lr_current_head": self.lr_current_head > 0,
+              "lr_groups": all(v >= 0 and not k.startswith("head") for k, v in self.lr_groups.items())}
         bad = next((n for n, good in ok.items() if not good), None)
         if bad:
             raise ValueError(f"{bad}: {getattr(self, bad)!r} out of range (replay and lr factors >= 0, "
-                             "lr_current_head > 0, stage_epochs >= 1)")
+                             "lr_current_head, stage_lr > 0, stage_epochs and replay_batch >= 1; lr_groups "
+                             "names non-head groups, whose factors are lr_current_head and lr_old_heads)")
 
     def cell_tasks(self, tasks):
         super().cell_tasks(tasks)
         order = tuple(self.order) or tuple(tasks)
         if sorted(order) != sorted(tasks):
             raise ValueError(f"order: {list(order)} must name each of the tasks {list(tasks)} once")
-        for name in ("temperature", "distill_weight"):
+        for name in ("temperature", "distill_weight", "feature_weight"):
             value = getattr(self, name)
             unknown = set(value) - set(tasks) if isinstance(value, dict) else set()
             if unknown:
                 raise ValueError(f"{name}: {sorted(unknown)} not among the tasks {list(tasks)}")
+        for name in ("stage_epochs", "stage_lr"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) != len(order):
+                raise ValueError(f"{name}: {len(value)} values for {len(order)} stages; give one, or one per stage")
         return [order]
 
     def fit(self, model, data, specs, trainer):
         order = list(self.order) or list(specs)
+        self._check_groups(model)
         trains = [data.train.part(t) for t in order]  # the items labelled for each stage's task
         if self.disjoint:
             if any(t in data.train.labelled for t in order):
@@ -194,9 +255,11 @@ class SequentialLwF(HardShare):
         stages, R = [], []
         for k, task in enumerate(order):
             distiller = self.distiller(model, order[:k], specs, buffers, trainer, data)
-            stages.append(trainer.fit(model, data, {task: specs[task]}, train=trains[k], epochs=self.stage_epochs,
+            stages.append(trainer.fit(model, data, {task: specs[task]}, train=trains[k],
+                                      epochs=self.per_stage("stage_epochs", k), lr=self.per_stage("stage_lr", k),
                                       extra_loss=distiller, lr_factors=self.lr_factors(order, k),
-                                      stage=f"{k + 1}:{task}", monitor={t: specs[t] for t in order[:k]}))
+                                      freeze_norm=self.freeze_norm and k > 0, stage=f"{k + 1}:{task}",
+                                      monitor={t: specs[t] for t in order[:k]}))
             test = trainer.evaluate(model, data, data.test, specs)
             R.append([test[t][specs[t].primary] for t in order])
             if self.replay:
@@ -218,26 +281,38 @@ class SequentialLwF(HardShare):
         default = next(f.default for f in fields(self) if f.name == name)
         return float(value.get(task, default))
 
+    def per_stage(self, name: str, k: int):
+        """A per-stage parameter for stage k: the list's entry, or the scalar (None: the cell's train setting)."""
+        value = getattr(self, name)
+        return value[k] if isinstance(value, list) else value
+
     def distiller(self, model: nn.Module, earlier: list[str], specs: dict[str, TaskSpec], buffers: dict,
                   trainer: Trainer, data: TaskSet) -> "Distiller | None":
-        """The stage's extra loss, or None (no teacher at all) when no earlier task is distilled."""
+        """The stage's extra loss, or None (no teacher at all) when nothing of an earlier task is distilled."""
         weights = {t: self.per_task("distill_weight", t) for t in earlier}
         weights = {t: w for t, w in weights.items() if w > 0}
-        if not weights:
+        feature_weight = sum(self.per_task("feature_weight", t) for t in earlier)
+        if not weights and not feature_weight:
             return None
         replay = torch.cat([buffers[t] for t in earlier]) if self.replay else None
         return Distiller(model, {t: specs[t] for t in weights}, weights,
-                         {t: self.per_task("temperature", t) for t in weights},
-                         replay=replay, norm=trainer.normaliser(data), batch_size=trainer.cfg.batch_size,
-                         seed=trainer.seed)
+                         {t: self.per_task("temperature", t) for t in weights}, feature_weight=feature_weight,
+                         replay=replay, norm=trainer.normaliser(data),
+                         batch_size=self.replay_batch or trainer.cfg.batch_size, seed=trainer.seed)
 
     def lr_factors(self, order: list[str], k: int) -> dict[str, float]:
-        """lr factor per `param_groups()` name for stage k (0 leaves a group out of the optimizer)."""
-        factors = {"backbone": self.lr_backbone, "shared": self.lr_shared}
+        """lr factor per `param_groups()` name or prefix for stage k (0 leaves a group out of the optimizer)."""
+        factors = {} if k == 0 else {"backbone": self.lr_backbone, "shared": self.lr_shared, **self.lr_groups}
         factors.update({f"head/{t}": self.lr_old_heads for t in order[:k]})
         factors.update({f"head/{t}": 0.0 for t in order[k + 1:]})  # not learned yet: left as initialised
         factors[f"head/{order[k]}"] = self.lr_current_head
         return factors
+
+    def _check_groups(self, model: nn.Module) -> None:
+        names = list(model.param_groups())
+        unknown = [g for g in self.lr_groups if not any(n == g or n.startswith(g + "/") for n in names)]
+        if unknown:
+            raise ValueError(f"lr_groups: {unknown} name no parameter group of this model; its groups: {', '.join(names)}")
 
 
 @STRATEGIES.register("sequential_finetune")
@@ -247,11 +322,14 @@ class SequentialFinetune(SequentialLwF):
 
     distill_weight: float | dict[str, float] = field(default=0.0, init=False)
     temperature: float | dict[str, float] = field(default=2.0, init=False)  # unused without distillation
+    feature_weight: float | dict[str, float] = field(default=0.0, init=False)
     replay: int = field(default=0, init=False)  # stored inputs would only feed distillation
+    replay_batch: int | None = field(default=None, init=False)
 
 
 class Distiller:
-    """One stage's extra loss: sum over earlier tasks of weight * distill(student head, teacher head).
+    """One stage's extra loss: sum over earlier tasks of weight * distill(student head, teacher head),
+    plus feature_weight * the MSE between the student's and the teacher's shared features.
 
     The teacher is a frozen copy (eval mode, no gradients) of the model as it is when the stage
     starts. Without replay it sees the stage's own (augmented) batch; with replay it sees a batch
@@ -259,10 +337,11 @@ class Distiller:
     """
 
     def __init__(self, model: nn.Module, specs: dict[str, TaskSpec], weights: dict[str, float],
-                 temperatures: dict[str, float], *, replay: torch.Tensor | None,
+                 temperatures: dict[str, float], *, feature_weight: float = 0.0, replay: torch.Tensor | None,
                  norm: Callable[[torch.Tensor], torch.Tensor], batch_size: int, seed: int):
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         self.specs, self.weights, self.temperatures = specs, weights, temperatures
+        self.feature_weight = feature_weight
         self.replay, self.norm = replay, norm  # replay: (N, C, H, W) uint8 or None
         self.batch_size = batch_size if replay is None else min(batch_size, len(replay))
         device = next(model.parameters()).device
@@ -271,12 +350,17 @@ class Distiller:
     def __call__(self, model: nn.Module, x: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.replay is not None:
             idx = torch.randint(len(self.replay), (self.batch_size,), device=self.replay.device, generator=self.gen)
-            x = self.norm(self.replay[idx])
-            out = model(x)
+            x, out = self.norm(self.replay[idx]), None
+        features = {}
+        if out is None or self.feature_weight:  # the student on the replayed batch, or its features too
+            out, features = model.forward_features(x)
         with torch.no_grad():
-            target = self.teacher(x)
-        return torch.stack([w * self.specs[t].distill(out[t], target[t], self.temperatures[t])
-                            for t, w in self.weights.items()]).sum()
+            target, teacher_features = self.teacher.forward_features(x)
+        terms = [w * self.specs[t].distill(out[t], target[t], self.temperatures[t]) for t, w in self.weights.items()]
+        if self.feature_weight:
+            terms.append(self.feature_weight * torch.stack([
+                F.mse_loss(features[k].float(), teacher_features[k].float()) for k in features]).mean())
+        return torch.stack(terms).sum()
 
 
 def disjoint_indices(n: int, k: int) -> list[torch.Tensor]:
@@ -289,3 +373,8 @@ def replay_buffer(split: Split, n: int, seed: int) -> torch.Tensor:
     """n inputs (all if fewer) drawn without replacement from `split`: (n, C, H, W) uint8."""
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
     return split.x[idx.to(split.x.device)]
+
+
+def _as_list(value) -> list:
+    """A per-stage parameter's values: [] for None, a list as it is, a scalar as [scalar]."""
+    return [] if value is None else value if isinstance(value, list) else [value]

@@ -1,7 +1,9 @@
 """One cell's training: what every stored number of a trained cell comes from, beyond the trainer.
 
-Seeds, the backbone's statistics sample, the model from the strategy, the strategy's fit through
-the Trainer, and the test predictions, metrics and loss gallery written into the cell's attempt.
+Seeds, the cell's numerics (precision, TF32, cuDNN autotuning, determinism: bench/precision.py), the
+backbone's statistics sample, the model from the strategy, the strategy's fit through the Trainer,
+and the test predictions and metrics, stored in the cell's attempt as each task's kind decides
+(`TaskSpec.stored_arrays`: predictions and a loss gallery, or confusion matrices and examples).
 This module is part of every trained cell's key (bench/grid.py: CORE_TRAINING_CODE); the
 bookkeeping around it (attempts, records, failures, progress) lives in bench/runner.py.
 """
@@ -17,23 +19,20 @@ import torch
 from bench.data import TaskSet
 from bench.grid import Cell
 from bench.models import BACKBONES, BackboneContext, count_params
+from bench.precision import apply as apply_numerics
 from bench.store import CellFiles
 from bench.strategies import STRATEGIES
 from bench.trainer import Trainer
 
 STATS_SAMPLE = 2048  # train images a backbone may see for data-dependent statistics
-GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), for the report's gallery
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA when available, else CPU. The numerics flags (cuDNN autotuning, TF32) are each
+    cell's own, set when it starts (bench/precision.py)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fastest kernels; determinism is promised on CPU only
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
+    return torch.device(name)
 
 
 def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskSet,
@@ -41,6 +40,8 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     """Train `cell` on `data` (its dataset, on `device`), write its history and test predictions into
     `attempt`, and return the results part of its record (bench/record.py)."""
     specs = {t: data.specs[t] for t in cell.tasks}
+    trainer = Trainer(cell.train, device, cell.seed, on_epoch, weighting=cell.strategy.weighting)
+    apply_numerics(trainer.numerics)  # before anything runs on the device
     seed_everything(cell.seed)
     strategy = STRATEGIES.get(cell.strategy.name)(**cell.strategy.params)
     make_backbone = backbone_factory(cell, data, device)
@@ -48,7 +49,6 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(cell.train, device, cell.seed, on_epoch)
     result = strategy.fit(model, data, specs, trainer)
     attempt.write_history(result.history)
     preds = trainer.predict(model, data, data.test, specs)
@@ -58,9 +58,8 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
         part = data.test.part(t)  # the test items labelled for t, which `predict` scored
         pred, target = p.cpu().numpy(), part.y[t].cpu().numpy()
         test[t] = specs[t].metrics(pred, target)
-        arrays[f"pred__{t}"] = pred.astype(np.float16)
-        arrays[f"target__{t}"] = target
-        arrays.update(_gallery(t, specs[t].item_losses(pred, target), part.x))
+        stored = specs[t].stored_arrays(pred, target, _take_images(part.x))  # what is stored is the kind's decision
+        arrays.update({f"{k}__{t}": v for k, v in stored.items()})
     attempt.write_predictions(arrays)
     return {
         "test": test, "val": result.val_metrics, "best_epoch": result.best_epoch, "epochs": len(result.history),
@@ -68,18 +67,14 @@ def train_cell(cell: Cell, attempt: CellFiles, device: torch.device, data: TaskS
         "images_per_second": result.images / max(result.train_seconds, 1e-9),
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "notes": tuple(data.notes), "extra": result.extra,
+        "numerics": {**trainer.numerics.to_dict(), "cuda_graph": trainer.graphed},
         "specs": {t: s.to_dict() for t, s in specs.items()},
     }
 
 
-def _gallery(task: str, losses: np.ndarray, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """The GALLERY_SIZE highest-loss test items of one task: their indices, losses and images (k, C, H, W).
-
-    Kept in every cell (a few KB): which seeds finish, or get added later, is not known here.
-    """
-    idx = np.argsort(-losses, kind="stable")[:GALLERY_SIZE]
-    return {f"gallery_index__{task}": idx, f"gallery_loss__{task}": losses[idx].astype(np.float32),
-            f"gallery_x__{task}": x[torch.from_numpy(idx).to(x.device)].cpu().numpy()}
+def _take_images(x: torch.Tensor):
+    """indices (k,) -> those images of x (N, C, H, W) as a uint8 numpy array (k, C, H, W)."""
+    return lambda idx: x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(x.device)].cpu().numpy()
 
 
 def backbone_factory(cell: Cell, data: TaskSet, device: torch.device):

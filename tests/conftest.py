@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
+import tarfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from bench import cli
+from bench.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"
@@ -141,3 +148,83 @@ def skip_rendering(monkeypatch) -> None:
         return path
 
     monkeypatch.setattr(figures, "_save", save)
+def mini_image_tar(source: Path, dest: Path, per_class: dict[str, int]) -> None:
+    """Copy the first images of each (split, class) of an image-folder tar, member names kept."""
+    taken = Counter()
+    with tarfile.open(source) as src, tarfile.open(dest, "w:gz") as out:
+        for member in src:
+            parts = Path(member.name).parts[-3:]
+            if member.isfile() and len(parts) == 3 and taken[parts[:2]] < per_class.get(parts[0], 0):
+                taken[parts[:2]] += 1
+                out.addfile(member, src.extractfile(member))
+
+
+def cifar_source() -> Path:
+    """BENCH_DATA_DIR's CIFAR-10 JPEG tar, or a skip saying what is missing."""
+    source = Path(os.environ.get("BENCH_DATA_DIR", "")) / "cifar10-jpeg.tar.gz"
+    if not os.environ.get("BENCH_DATA_DIR") or not source.is_file():
+        pytest.skip("needs BENCH_DATA_DIR with cifar10-jpeg.tar.gz (CI sets it to /work/shared/data)")
+    return source
+
+
+@pytest.fixture(scope="session")
+def cifar_small_root(tmp_path_factory) -> Path:
+    """A data root holding `cifar10-jpeg.tar.gz` with 30 train and 10 test real JPEGs per class, copied
+    from BENCH_DATA_DIR's tar once per session (decoding all 60,000 images would take ~15 s)."""
+    source = cifar_source()
+    root = tmp_path_factory.mktemp("cifar_small")
+    mini_image_tar(source, root / source.name, {"train": 30, "test": 10})
+    return root
+
+
+# history.csv columns that measure wall-clock time: the only ones allowed to differ between equal runs.
+TIMING_COLUMNS = ["train_seconds", "step_ms", "images_per_second"]
+
+
+def assert_same_results(expected: Store, actual: Store, cells: list[str]) -> None:
+    """The stored outcome of each cell is identical, as CPU runs are deterministic wherever they run
+    (inline, a worker pool, SLURM): status, metrics, key, predictions and history without timings."""
+    for name in cells:
+        a, b = expected.record(name), actual.record(name)
+        assert (b.status, b.test, b.val, b.best_epoch, b.params, b.key) == \
+               (a.status, a.test, a.val, a.best_epoch, a.params, a.key), name
+        pa, pb = expected.predictions(name), actual.predictions(name)
+        assert pa.keys() == pb.keys(), name
+        for k in pa:
+            np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"{name}: {k}")
+        if a.members:
+            continue  # a combined cell trains nothing: no history
+        ha, hb = expected.history(name).drop(columns=TIMING_COLUMNS), actual.history(name).drop(columns=TIMING_COLUMNS)
+        assert ha.equals(hb), name
+
+
+def _slurm_unreachable_reason() -> str | None:
+    if shutil.which("scontrol") is None:
+        return "no SLURM client (scontrol not found); `make slurm-up` installs and starts a cluster"
+    # `scontrol ping` answers at once when no controller listens; `sinfo` would retry for ~30 s.
+    for command in (["scontrol", "ping"], ["sinfo", "--noheader", "--format=%t"]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(command)}` timed out; `make slurm-up` starts a cluster"
+        if done.returncode != 0:
+            errors, output = done.stderr.strip().splitlines(), done.stdout.strip().splitlines()
+            why = errors[-1] if errors else (output or ["no output"])[0]  # the fatal line, or "is DOWN"
+            return f"no SLURM controller reachable ({command[0]}: {why}); `make slurm-up` starts one"
+    if not any(state.rstrip("*") in {"idle", "mix", "alloc"} for state in done.stdout.split()):
+        return f"no SLURM node can run jobs (sinfo states: {done.stdout.split()})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_partition() -> str:
+    """The default partition of a reachable SLURM cluster; skips the test without one (fails instead
+    when BENCH_REQUIRE_SLURM is set, as in .ci/run, where a skip would hide a broken cluster)."""
+    reason = _slurm_unreachable_reason()
+    if reason and os.environ.get("BENCH_REQUIRE_SLURM"):
+        pytest.fail(f"BENCH_REQUIRE_SLURM is set but {reason}")
+    if reason:
+        pytest.skip(reason)
+    out = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return next(p.rstrip("*") for p in out if p.endswith("*"))

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from bench import augment as A
-from bench import label_maps as L
+from bench.data import DATASETS
 from bench.data import freq3 as F
 from bench.data import shapes as S
+from bench.data import synthetic as Y
 from bench.registry import declared_params
 from test_shapes import detect_counts  # tests/ is on sys.path (no __init__.py)
 
@@ -98,7 +99,7 @@ def test_label_aware_flips_and_turns_of_shapes_count_the_same_shapes():
     d = S.generate(240, seed=3, stream=0)
     ops = [{"op": "hflip"}, {"op": "vflip"}, {"op": "rot90", "turns": [1, 2, 3]}]
     x, y = run(ops, d["x"], {"pair": d["pair"], "counts": d["counts"]},
-               {"pair": "multiclass", "counts": "regression"}, maps=L.SHAPES, dataset="shapes")
+               {"pair": "multiclass", "counts": "regression"}, maps=S.LABEL_MAPS, dataset="shapes")
     seen = detect_counts(x)  # exact template lookup of every shape in the augmented pixels
     np.testing.assert_array_equal(y["counts"].numpy(), seen)
     np.testing.assert_array_equal(y["pair"].numpy(), S.counts_to_pair(seen))
@@ -114,9 +115,9 @@ def test_shapes_type_maps(op, before, after):
     counts = np.zeros((1, 6), np.int64)
     counts[0, S.TYPES.index(before)], counts[0, S.TYPES.index("circle")] = 3, 7
     did = torch.tensor([1]) if op == "rot90" else torch.tensor([True])
-    new = L.SHAPES["counts"][op](torch.from_numpy(counts).float(), did)
+    new = S.LABEL_MAPS["counts"][op](torch.from_numpy(counts).float(), did)
     assert new[0, S.TYPES.index(after)] == 3 and new[0, S.TYPES.index("circle")] == 7
-    pair = L.SHAPES["pair"][op](torch.from_numpy(S.counts_to_pair(counts)), did)
+    pair = S.LABEL_MAPS["pair"][op](torch.from_numpy(S.counts_to_pair(counts)), did)
     assert S.pair_to_counts(pair.numpy())[0, S.TYPES.index(after)] == 3
 
 
@@ -135,7 +136,7 @@ def freq3_batch(n: int = 64, glyphs=SYMMETRIC_GLYPHS):
 def test_vertical_flip_of_a_freq3_grating_changes_its_orientation_as_declared():
     scene, x, y = freq3_batch(glyphs=[k for k, g in enumerate(F.GLYPHS) if g not in ("triangle", "tee")])
     out, ny = run([{"op": "vflip", "p": 1.0}], x, {"b": y["b"], "c": y["c"]},
-                  {"b": "multiclass", "c": "regression"}, maps=L.FREQ3, dataset="freq3")
+                  {"b": "multiclass", "c": "regression"}, maps=F.LABEL_MAPS, dataset="freq3")
     # The flipped scene: v -> -v, so theta -> -theta (orientation -k renders it with the same phases).
     flipped = {**scene, "orientation": -scene["orientation"], "jitter": -scene["jitter"],
                "centre": scene["centre"] * [1, -1], "noise": scene["noise"][:, ::-1, :]}
@@ -149,7 +150,7 @@ def test_quarter_turn_of_a_freq3_grating_adds_90_degrees():
     scene, x, y = freq3_batch()
     out, ny = run([{"op": "rot90", "turns": [1], "p": 1.0}], x, y,
                   {"a": "multiclass", "b": "multiclass", "c": "regression"},
-                  maps={**L.FREQ3, "a": {"rot90": A.keep}}, dataset="freq3")  # `a`: quarter-turn-symmetric glyphs only
+                  maps={**F.LABEL_MAPS, "a": {"rot90": A.keep}}, dataset="freq3")  # `a`: quarter-turn-symmetric glyphs only
     # Counter-clockwise: out(u, v) = in(-v, u), so theta -> theta - 90 deg and the glyph centre (cu, cv) -> (cv, -cu).
     turned = {**scene, "orientation": scene["orientation"] - 4, "centre": scene["centre"][:, ::-1] * [1, -1],
               "noise": np.rot90(scene["noise"], 1, axes=(1, 2))}
@@ -158,10 +159,9 @@ def test_quarter_turn_of_a_freq3_grating_adds_90_degrees():
 
 
 def test_synthetic_quadrant_follows_flips_and_turns():
-    from bench.data.synthetic import _make
-    split = _make(200, 16, 1, torch.Generator().manual_seed(0))
+    split = Y._make(200, 16, 1, torch.Generator().manual_seed(0))
     ops = [{"op": "hflip"}, {"op": "vflip"}, {"op": "rot90"}]
-    maps = {"quadrant": L.SYNTHETIC["quadrant"], "brightness": L.SYNTHETIC["brightness"]}
+    maps = {"quadrant": Y.LABEL_MAPS["quadrant"], "brightness": Y.LABEL_MAPS["brightness"]}
     x, y = run(ops, split.x, {"quadrant": split.y["quadrant"], "brightness": split.y["brightness"]},
                {"quadrant": "multiclass", "brightness": "regression"}, maps=maps, dataset="synthetic")
     quads = x.float().view(200, 1, 2, 8, 2, 8).mean((1, 3, 5)).flatten(1)  # mean per quadrant (TL, TR, BL, BR)
@@ -215,13 +215,13 @@ def test_boxes_pushed_out_become_padding_and_partial_ones_are_clipped():
 def test_orientation_op_without_a_declared_map_is_refused():
     kinds = {"a": "multiclass", "b": "multiclass", "c": "regression"}
     with pytest.raises(ValueError, match=r"vflip.*'freq3'.*task 'a'"):
-        A.Pipeline([{"op": "vflip"}], dataset="freq3", label_maps=L.FREQ3).check(kinds)
-    A.Pipeline([{"op": "vflip"}], dataset="freq3", label_maps=L.FREQ3).check({"b": "multiclass", "c": "regression"})
+        A.Pipeline([{"op": "vflip"}], dataset="freq3", label_maps=F.LABEL_MAPS).check(kinds)
+    A.Pipeline([{"op": "vflip"}], dataset="freq3", label_maps=F.LABEL_MAPS).check({"b": "multiclass", "c": "regression"})
     with pytest.raises(ValueError, match=r"hflip.*'mnist'.*'digit'"):
-        A.Pipeline([{"op": "hflip"}], dataset="mnist", label_maps=L.MNIST).check({"digit": "multiclass"})
+        A.Pipeline([{"op": "hflip"}], dataset="mnist", label_maps=DATASETS.get("mnist").declare({}).label_maps).check({"digit": "multiclass"})
     with pytest.raises(ValueError, match=r"rotate.*'shapes'.*label_invariant"):
-        A.Pipeline([{"op": "rotate"}], dataset="shapes", label_maps=L.SHAPES).check({"pair": "multiclass"})
-    A.Pipeline([{"op": "rotate", "label_invariant": True}], dataset="shapes", label_maps=L.SHAPES).check(
+        A.Pipeline([{"op": "rotate"}], dataset="shapes", label_maps=S.LABEL_MAPS).check({"pair": "multiclass"})
+    A.Pipeline([{"op": "rotate", "label_invariant": True}], dataset="shapes", label_maps=S.LABEL_MAPS).check(
         {"pair": "multiclass"})
     A.Pipeline([{"op": "vflip"}], dataset="voc").check({"seg": "segmentation", "det": "detection"})  # they move
 
@@ -244,7 +244,7 @@ def test_refusal_happens_on_call_before_any_work():
     ({"op": "erase", "value": 300}, r"augment\[0\]\.value: must be >= 0 and <= 1"),
     ({"op": "color_jitter", "hue": 0.7}, r"augment\[0\]\.hue"),
     ({"op": "rotate", "degrees": "5"}, r"augment\[0\]\.degrees: expected float"),
-    ({"op": "rotate", "angle": 5}, r"augment\[0\]\.angle: unknown parameter; valid: degrees, label_invariant, p"),
+    ({"op": "rotate", "angle": 5}, r"augment\[0\]\.angle: unknown parameter; valid: degrees, fill, label_invariant, p"),
     ({"op": "spin"}, r"augment\[0\]\.op: unknown augmentation op 'spin'; valid: brightness"),
 ])
 def test_invalid_parameters_are_refused_by_name(config, message):
@@ -254,7 +254,7 @@ def test_invalid_parameters_are_refused_by_name(config, message):
 
 def test_op_functions_name_the_parameter_first():
     with pytest.raises(ValueError, match=r"^degrees: must be >= 0"):
-        A.rotate(degrees=-1)
+        A.OPS.get("rotate")(degrees=-1)
 
 
 def test_colour_ops_refuse_grey_images():

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tarfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -39,31 +37,8 @@ def _check_cifar_taskset(ts, n_train: int, n_val: int, n_test: int) -> None:
     assert ts.in_channels == 3 and ts.image_size == 32
 
 
-def _mini_image_tar(source: Path, dest: Path, per_class: dict[str, int]) -> None:
-    """Copy the first images of each (split, class) of an image-folder tar, member names kept."""
-    taken = Counter()
-    with tarfile.open(source) as src, tarfile.open(dest, "w:gz") as out:
-        for member in src:
-            parts = Path(member.name).parts[-3:]
-            if member.isfile() and len(parts) == 3 and taken[parts[:2]] < per_class.get(parts[0], 0):
-                taken[parts[:2]] += 1
-                out.addfile(member, src.extractfile(member))
-
-
-@pytest.fixture
-def cifar_tar_root(tmp_path) -> Path:
-    """A root holding `cifar10-jpeg.tar.gz`: 12 train and 6 test real JPEGs per class, copied from
-    BENCH_DATA_DIR's tar (decoding all 60,000 images would take ~15 s of this test's CPU time)."""
-    source = Path(os.environ.get("BENCH_DATA_DIR", "")) / "cifar10-jpeg.tar.gz"
-    if not os.environ.get("BENCH_DATA_DIR") or not source.is_file():
-        pytest.skip("needs BENCH_DATA_DIR with cifar10-jpeg.tar.gz (CI sets it to /work/shared/data)")
-    root = tmp_path / "data"
-    root.mkdir()
-    _mini_image_tar(source, root / source.name, {"train": 12, "test": 6})
-    return root
-
-
-def test_cifar_from_image_folder_tar(cifar_tar_root, monkeypatch):
+def test_cifar_from_image_folder_tar(cifar_small_root, monkeypatch):
+    cifar_tar_root = cifar_small_root  # 30 train and 10 test real JPEGs per class
     decodes = _count_decodes(monkeypatch)
     cfg = DatasetConfig(name="cifar10", tasks=("class10", "animal"), subset=50, test_subset=30, val_size=10)
     ts = load_taskset(cfg, root=cifar_tar_root)

@@ -1,18 +1,24 @@
-"""Detection and segmentation functions (bench/kinds/detection.py, segmentation.py): metrics pinned on
-hand-made cases with known answers, the CenterNet encode -> decode round trip, the loss's per-image
-mask, validation messages, and crop / flip moving targets with the pixels as the trainer moves them."""
+"""Detection and segmentation (bench/kinds/detection.py, segmentation.py): metrics pinned on hand-made
+cases with known answers, the CenterNet encode -> decode round trip, the loss's per-image mask,
+validation messages, crop / flip moving targets with the pixels as the trainer moves them, and the
+kind classes: distillation, flip TTA, placeholders and what a cell stores."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from scipy.special import rel_entr, softmax
 
+from bench.config import TrainConfig
 from bench.data import digit_scenes as ds
+from bench.kinds import KINDS, TaskSpec, make_spec
 from bench.kinds import detection as det
 from bench.kinds import segmentation as seg
-from bench.trainer import random_crop
+from bench.trainer import Trainer, random_crop
 
 
 def preds(*images: list[list[float]], k: int = 5) -> torch.Tensor:
@@ -196,9 +202,9 @@ def test_segmentation_loss_ignores_unlabelled_images():
 ])
 def test_bad_boxes_are_refused_naming_dataset_image_and_value(row, message):
     boxes = truth([[1, 1, 4, 4, 0]], [[1, 1, 4, 4, 0], [2, 2, 6, 6, 3], row])
-    det.validate(boxes[:1], image_size=(32, 32), classes=10, dataset="scenes")  # the good image passes
+    det.validate(boxes[:1], image_size=(32, 32), classes=10, where="dataset scenes")  # the good image passes
     with pytest.raises(ValueError) as err:
-        det.validate(boxes, image_size=(32, 32), classes=10, dataset="scenes")
+        det.validate(boxes, image_size=(32, 32), classes=10, where="dataset scenes")
     text = str(err.value)
     assert "dataset scenes" in text and "image 1, box 2" in text and message in text and str(float(row[0])) in text
 
@@ -207,11 +213,11 @@ def test_bad_masks_are_refused_naming_dataset_image_and_value():
     mask = torch.zeros(3, 8, 8, dtype=torch.long)
     mask[2, 5, 6] = 11
     with pytest.raises(ValueError, match=r"dataset scenes: .* image 2 has class 11 at pixel \(y=5, x=6\)"):
-        seg.validate(mask, classes=11, dataset="scenes")
+        seg.validate(mask, classes=11, where="dataset scenes")
     mask[2, 5, 6] = 255
-    seg.validate(mask, classes=11, dataset="scenes", ignore_index=255)
+    seg.validate(mask, classes=11, where="dataset scenes", ignore_index=255)
     with pytest.raises(ValueError, match="class -1"):
-        seg.validate(mask - 1, classes=11, dataset="scenes")
+        seg.validate(mask - 1, classes=11, where="dataset scenes")
 
 
 # ---- crop and flip move targets with the pixels -----------------------------------------------------
@@ -255,3 +261,102 @@ def test_crop_and_flip_move_boxes_and_masks_with_the_pixels():
     mirrored = torch.where(flipped[:, None, None, None], cropped.flip(3), cropped)
     assert_boxes_frame_pixels(mirrored, det.flip(moved, flipped, 24))
     assert torch.equal(seg.flip(seg.crop(mask, dy, dx, pad), flipped), mirrored[:, 0].long())
+
+
+def test_the_trainers_augmentation_moves_dense_targets_through_their_kinds():
+    x, boxes = drawn()
+    specs = {"seg": make_spec("segmentation", name="seg", classes=3),
+             "det": make_spec("detection", name="det", classes=2, image_size=24)}
+    trainer = Trainer(TrainConfig(crop_pad=4, flip=True), torch.device("cpu"), seed=3)
+    out, y = trainer._crop_flip(x, {"seg": x[:, 0].long(), "det": boxes}, specs, SimpleNamespace(label_maps={}))
+    assert not torch.equal(out, x) and torch.equal(y["seg"], out[:, 0].long())  # the mask is the drawn objects
+    assert_boxes_frame_pixels(out, y["det"])
+
+
+# ---- the kind classes -------------------------------------------------------------------------------
+SEG = make_spec("segmentation", name="seg", classes=11)
+DET = make_spec("detection", name="det", classes=10, image_size=64)
+
+
+def test_segmentation_distillation_is_the_per_pixel_kl_of_softened_distributions():
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 11, 4, 5, generator=gen), torch.randn(2, 11, 4, 5, generator=gen)
+    t = 3.0
+    p, q = softmax(teacher.numpy() / t, axis=1), softmax(student.numpy() / t, axis=1)
+    expected = rel_entr(p, q).sum(1).mean() * t**2  # KL(teacher || student) per pixel, mean over 2 x 4 x 5 pixels
+    assert float(SEG.distill(student, teacher, t)) == pytest.approx(expected, rel=1e-5)
+    assert float(SEG.distill(teacher, teacher, t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(DET.distill(student, teacher)) == pytest.approx(((student - teacher) ** 2).mean().item())
+
+
+def test_flip_tta_brings_a_mirrored_images_outputs_back():
+    s = scenes(40)
+    mirrored = det.flip(s["boxes"], torch.ones(40, dtype=torch.bool), 64)
+    back = DET.unflip_output(ideal_output(mirrored, 10, 64, 4))  # a perfect head's output on the mirrored images
+    dets = DET.to_prediction(back)
+    assert det.metrics(dets, s["boxes"], classes=10)["map_50"] == 1.0
+    for d, t in zip(dets, s["boxes"]):
+        t = t[t[:, 4] >= 0]
+        assert (torchvision.ops.box_iou(t[:, :4], d[:len(t), :4]).max(1).values > 0.8).all()
+    logits = torch.randn(3, 11, 8, 8)
+    assert torch.equal(SEG.unflip_output(logits.flip(-1)), logits)
+
+
+def test_detection_placeholder_rows_are_padding_and_never_scored():
+    ph = DET.placeholder(torch.zeros(5, 4, 5), 3)
+    assert ph.shape == (3, 4, 5) and (ph == torch.tensor([0, 0, 0, 0, -1.0])).all()
+    DET.check_targets(ph, image_size=64, where="dataset x (train)")  # padding is valid
+    assert float(DET.loss(torch.randn(3, 14, 16, 16), ph)) > 0  # only the heatmap's negatives: no object
+    assert (det.crop(ph, torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long), 2, (64, 64))[..., 4] == -1).all()
+
+
+def test_kinds_name_dataset_task_image_and_value_of_a_bad_target():
+    boxes = truth([[1, 1, 4, 4, 0]], [[1, 1, 4, 4, 0], [9, 2, 6, 6, 3]])
+    with pytest.raises(ValueError, match=r"^dataset digit_scenes \(train\), task det: detection target of image 1, "
+                                         r"box 1 has x2 <= x1: \[x1, y1, x2, y2, class\] = \[9.0, 2.0, 6.0, 6.0, 3.0\]"):
+        DET.check_targets(boxes, image_size=64, where="dataset digit_scenes (train)")
+    mask = torch.zeros(2, 4, 4, dtype=torch.uint8)
+    mask[1, 2, 3] = 12
+    with pytest.raises(ValueError, match=r"^dataset d \(test\), task seg: .* image 1 has class 12 at pixel \(y=2, x=3\)"):
+        SEG.check_targets(mask, image_size=4, where="dataset d (test)")
+
+
+def test_what_a_segmentation_cell_stores():
+    target = torch.zeros(8, 16, 16, dtype=torch.uint8)
+    target[:, 4:8, 4:8] = 3  # digit 2 in every image; digit 4 (class 5) only in the last, predicted nowhere
+    target[7, 10:12, 10:12] = 5
+    pred = target.long().clone()
+    pred[:, 4, 4:8] = 0  # 4 of digit 2's 16 pixels missed in every image
+    pred[7, 10:12, 10:12] = 0
+    take = lambda idx: np.full((len(idx), 1, 16, 16), 7, np.uint8)  # noqa: E731
+    stored = SEG.stored_arrays(pred.numpy(), target.numpy(), take)
+    assert set(SEG.required_arrays) <= set(stored)
+    assert stored["confusion"].shape == (11, 11) and stored["confusion"].sum() == 8 * 16 * 16
+    assert max(a.size for a in stored.values()) < 8 * 11 * 16 * 16 / 4  # nothing like N x C x H x W
+    # by hand: background 1,916 true pixels, all predicted, plus 36 predicted wrongly (32 of digit 2, 4 of digit 4)
+    bg, digit2 = 1916 / 1952, 96 / 128
+    iou = stored["iou_per_class"]
+    assert iou[0] == pytest.approx(bg) and iou[3] == pytest.approx(digit2) and iou[5] == 0
+    assert np.isnan(iou[[1, 2, 4, 6, 7, 8, 9, 10]]).all()  # absent from truth and prediction: no score
+    assert SEG.metrics(pred.numpy(), target.numpy())["miou"] == pytest.approx((bg + digit2 + 0) / 3)
+    assert stored["image_iou"][[0, 7]] == pytest.approx([(240 / 244 + 0.75) / 2, (236 / 244 + 0.75 + 0) / 3])
+    assert stored["example_index"].tolist() == list(range(seg.EXAMPLES)) and stored["example_x"].shape == (6, 1, 16, 16)
+    assert np.array_equal(stored["example_target"], target[:6].numpy())
+
+
+def test_what_a_detection_cell_stores():
+    t = truth([[2, 3, 12, 15, 0], [30, 30, 50, 52, 3]], [[5, 5, 20, 25, 1]])
+    p = preds([[2, 3, 12, 15, 0.9, 0], [30, 30, 50, 52, 0.8, 3]], [[5, 5, 20, 25, 0.2, 1]])
+    stored = DET.stored_arrays(p.numpy(), t.numpy(), lambda idx: np.zeros((len(idx), 1, 64, 64), np.uint8))
+    assert set(DET.required_arrays) <= set(stored)
+    assert np.array_equal(stored["pred"], p.numpy()) and stored["pred"].dtype == np.float32
+    ap = stored["ap50_per_class"]
+    assert ap[[0, 1, 3]].tolist() == [1.0, 1.0, 1.0] and np.isnan(ap[[2, 4, 5, 6, 7, 8, 9]]).all()
+    images, truths, predicted = DET.example_drawings({f"{k}__det": v for k, v in stored.items()}, "det")
+    assert len(images) == 2 and [len(d.boxes) for d in truths] == [2, 1]
+    assert [len(d.boxes) for d in predicted] == [2, 0]  # the 0.2-score box is under the drawn threshold
+
+
+def test_dense_kinds_cannot_be_ensembled_and_the_others_can():
+    combinable = {k for k in KINDS.names() if KINDS.get(k).combine is not TaskSpec.combine}
+    assert combinable == {"multiclass", "binary", "regression"}

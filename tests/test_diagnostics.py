@@ -19,7 +19,7 @@ from bench.grid import expand, manifest
 from bench.record import Record
 from bench.report import write_report
 from bench.report import diagnostics as D
-from bench.train_cell import GALLERY_SIZE, _gallery
+from bench.kinds import GALLERY_SIZE, gallery
 from bench.store import Store
 from conftest import put_result
 
@@ -52,10 +52,10 @@ def test_per_sample_loss_matches_training_loss():
 def test_gallery_keeps_highest_loss_items():
     losses = np.array([0.1, 3.0, 0.5, 3.0, 2.0] + [0.0] * 30)
     x = torch.arange(35, dtype=torch.uint8).view(35, 1, 1, 1).expand(35, 1, 2, 2)
-    g = _gallery("t", losses, x)
-    assert list(g["gallery_index__t"][:4]) == [1, 3, 4, 2]  # descending loss, ties by index
-    assert len(g["gallery_index__t"]) == GALLERY_SIZE
-    assert g["gallery_x__t"].dtype == np.uint8 and (g["gallery_x__t"][:, 0, 0, 0] == g["gallery_index__t"]).all()
+    g = gallery(losses, lambda idx: x[idx].numpy())
+    assert list(g["gallery_index"][:4]) == [1, 3, 4, 2]  # descending loss, ties by index
+    assert len(g["gallery_index"]) == GALLERY_SIZE
+    assert g["gallery_x"].dtype == np.uint8 and (g["gallery_x"][:, 0, 0, 0] == g["gallery_index"]).all()
 
 
 # ---- classification diagnostics ----------------------------------------------------------------
@@ -120,8 +120,9 @@ def _fake_cell(store: Store, seed: int, classes: int) -> None:
     spec = make_spec("multiclass", name="quadrant", classes=classes,
                       class_names=tuple(f"c{i:02d}" for i in range(classes)))
     reg = make_spec("regression", name="brightness")
-    arrays.update(_gallery("quadrant", spec.item_losses(probs, target), x))
-    arrays.update(_gallery("brightness", reg.item_losses(values, level), x))
+    for task, g in (("quadrant", gallery(spec.item_losses(probs, target), lambda i: x[i].numpy())),
+                    ("brightness", gallery(reg.item_losses(values, level), lambda i: x[i].numpy()))):
+        arrays.update({f"{k}__{task}": v for k, v in g.items()})
     name = f"synthetic__hard_share__seed{seed}"
     put_result(store, Record(
         suite=store.dir.name, cell=name, dataset="synthetic", strategy="hard_share", strategy_name="hard_share",

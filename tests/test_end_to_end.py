@@ -12,7 +12,7 @@ from bench import cli
 from bench.config import load_suite
 from bench.grid import expand
 from bench.record import Manifest, code_version
-from bench.train_cell import GALLERY_SIZE
+from bench.kinds import GALLERY_SIZE
 from bench.strategies import STRATEGIES
 from conftest import markdown_tables, section
 

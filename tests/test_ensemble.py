@@ -23,7 +23,8 @@ from bench.grid import expand, manifest
 from bench.record import Record
 from bench.report import write_report
 from bench.report.stats import delta_m
-from bench.runner import DataCache, identity, run_cell, run_cells
+from bench.executors import run_cells
+from bench.runner import DataCache, identity, run_cell
 from bench.store import Store
 from bench.strategies import Ensemble
 from conftest import markdown_tables, put_result, section

@@ -61,7 +61,8 @@ def test_flipped_orientation_label_follows_the_flipped_pixels():
     b = torch.from_numpy(scene["orientation"] * 4 + scene["frequency"])
     mask = torch.ones(64, dtype=torch.bool)
     fx = x.flip(3)  # the trainer mirrors the pixels; the dataset says what happens to labels
-    fy = F.flip_labels({"a": torch.zeros(64, dtype=torch.long), "b": b}, mask)
+    maps = F.LABEL_MAPS  # what the dataset declares for a horizontal flip
+    fy = {t: maps[t]["hflip"](y, mask) for t, y in {"a": torch.zeros(64, dtype=torch.long), "b": b}.items()}
     assert (fy["a"] == 0).all()
     # Re-render the mirrored scene with every orientation; the closest one must be the flipped label.
     mirrored = {**scene, "centre": scene["centre"] * [-1, 1], "noise": scene["noise"][:, :, ::-1],
@@ -80,7 +81,7 @@ def test_flipped_orientation_label_follows_the_flipped_pixels():
 def test_loader_pool(tmp_path):
     pool = DATASETS.get("freq3")(tmp_path, False, n=64, n_test=32, seed=1)
     assert len(pool.train) == 64 and len(pool.test) == 32
-    assert pool.stratify == "b" and pool.flip_labels is F.flip_labels
+    assert pool.stratify == "b" and DATASETS.get("freq3").declare({}).label_maps == F.LABEL_MAPS
     assert [pool.specs[t].kind for t in "abc"] == ["multiclass", "multiclass", "regression"]
     assert pool.specs["b"].classes == 32 and pool.specs["b"].class_names[5] == "22.5deg f7"
 

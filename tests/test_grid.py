@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -53,7 +54,10 @@ def test_strategy_params_appear_sorted_in_the_name(tiny_suite, write_suite):
 CHANGED = {"epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
            "weight_decay": 0.1, "schedule": "cosine", "warmup_epochs": 0.5, "label_smoothing": 0.1,
            "loss_weights": {"top": 2.0}, "crop_pad": 0, "flip": False, "select": "score",
-           "eval_batch_size": 64, "tta_flip": True, "cuda_graph": False}
+           "eval_batch_size": 64, "tta_flip": True, "cuda_graph": False, "plateau": {"factor": 0.5},
+           "early_stopping": {"patience": 2}, "augment": [{"op": "noise", "std": 0.1}], "precision": "fp32",
+           "deterministic": True, "grad_cosine_every": 5}
+BOTH = {"plateau": {"schedule": "plateau"}}  # what a setting needs in the base and the changed suite alike
 
 
 def test_every_train_setting_has_a_changed_value():
@@ -64,7 +68,8 @@ def test_every_train_setting_has_a_changed_value():
 @pytest.mark.parametrize("setting", sorted(CHANGED))
 def test_key_changes_with_every_train_setting(tiny_suite, write_suite, setting):
     base = tiny_suite()
-    changed = tiny_suite()
+    base["train"].update(BOTH.get(setting, {}))
+    changed = copy.deepcopy(base)
     changed["train"][setting] = CHANGED[setting]
     assert changed["train"] != base["train"]
     (a,), (b,), (c,) = (expand(load_suite(write_suite(r, n))) for r, n in
@@ -121,7 +126,7 @@ def test_a_reference_reaches_the_manifest_and_no_key(tiny_suite, write_suite):
     named = tiny_suite(strategies=["stl", {"name": "hard_share", "id": "one", "tasks": ["top"]},
                                    {"name": "hard_share", "reference": ["one", "stl"]}])
     suite = load_suite(write_suite(named, "named"))
-    assert suite.references == {"hard_share": ("one", "stl")}
+    assert suite.baselines == {"hard_share": ("one", "stl")}
     entries = {e.id: e for e in manifest(suite, expand(suite)).strategies}
     assert entries["hard_share"].reference == ("one", "stl") and entries["stl"].reference == ()
     keys = {c.name: c.key for c in expand(suite)}

@@ -12,14 +12,35 @@ import torch
 from bench.kinds import KINDS, TaskSpec, make_spec, register
 
 SPECS = [make_spec("multiclass", name="m", classes=4), make_spec("binary", name="b"),
-         make_spec("regression", name="r", dim=3)]
+         make_spec("regression", name="r", dim=3), make_spec("segmentation", name="s", classes=3),
+         make_spec("detection", name="d", classes=2, image_size=16)]
+
+
+def _boxes(n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, 3, 5): one or two boxes per image on a 16 px image (a padding row otherwise)."""
+    lo = torch.randint(0, 8, (n, 3, 2), generator=gen).float()
+    rows = torch.cat([lo, lo + torch.randint(2, 8, (n, 3, 2), generator=gen), torch.randint(0, 2, (n, 3, 1), generator=gen)], 2)
+    rows[torch.arange(n) % 2 == 0, 2] = torch.tensor([0, 0, 0, 0, -1.0])
+    return rows
+
+
+# per kind: (head output, targets) for n items
+BATCHES = {
+    "multiclass": lambda s, n, g: (torch.randn(n, s.out_channels, generator=g), torch.randint(0, s.classes, (n,), generator=g)),
+    "binary": lambda s, n, g: (torch.randn(n, 1, generator=g), torch.randint(0, 2, (n,), generator=g)),
+    "regression": lambda s, n, g: (torch.randn(n, s.dim, generator=g), torch.randn(n, s.dim, generator=g)),
+    "segmentation": lambda s, n, g: (torch.randn(n, s.classes, 16, 16, generator=g),
+                                     torch.randint(0, s.classes, (n, 16, 16), generator=g)),
+    "detection": lambda s, n, g: (torch.randn(n, s.out_channels, 4, 4, generator=g), _boxes(n, g)),
+}
+
+
+def test_specs_cover_every_kind():
+    assert {s.kind for s in SPECS} == set(KINDS.names()) == set(BATCHES)
 
 
 def _batch(spec: TaskSpec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.randn(n, spec.out_channels, generator=gen)
-    if spec.kind == "regression":
-        return out, torch.randn(n, spec.dim, generator=gen)
-    return out, torch.randint(0, spec.classes, (n,), generator=gen)
+    return BATCHES[spec.kind](spec, n, gen)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
@@ -38,7 +59,7 @@ def test_masked_loss_is_the_loss_on_the_labelled_items_alone(spec, smoothing):
 
 
 def test_registry_and_round_trip_through_a_stored_record():
-    assert {"multiclass", "binary", "regression"} <= set(KINDS.names())
+    assert {"multiclass", "binary", "regression", "segmentation", "detection"} <= set(KINDS.names())
     for spec in SPECS:
         again = TaskSpec.from_dict(spec.to_dict())
         assert again == spec and type(again) is type(spec)
@@ -48,10 +69,12 @@ def test_registry_and_round_trip_through_a_stored_record():
 
 
 def test_directions_come_from_the_kind():
-    m, _, r = SPECS
+    m, _, r, seg, det = SPECS
     assert m.primary == "accuracy" and m.higher_is_better and not m.better_high("ece")
     assert r.primary == "mae" and not r.higher_is_better and not r.better_high("rmse")
     assert m.unit == "accuracy %" and r.unit == "MAE (lower is better)"
+    assert (seg.primary, seg.unit, det.primary, det.unit) == ("miou", "mIoU %", "map_50", "mAP@0.5 %")
+    assert seg.higher_is_better and det.higher_is_better and det.better_high("map") and not det.better_high("loss")
 
 
 def test_placeholder_has_the_layout_of_the_targets():

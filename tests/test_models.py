@@ -1,16 +1,19 @@
-"""Models through the registries: parameter counts of the CIFAR setups, and every backbone x strategy
-forward and backward on tiny CPU tensors with tasks of every kind."""
+"""Models through the registries: parameter counts of the CIFAR setups, every backbone x strategy
+forward and backward on tiny CPU tensors with tasks of every kind, and every weighting method x
+every multi-task architecture through the trainer's own step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench.kinds import make_spec
+from bench.config import PluginConfig, TrainConfig
+from bench.kinds import KINDS, TaskSpec, make_spec
 from bench.models import BACKBONES, BackboneContext, count_params
 from bench.registry import declared_params
 from bench.strategies import STRATEGIES, Strategy
-from bench.kinds import KINDS, TaskSpec, make_spec
+from bench.trainer import Trainer
+from bench.weighting import WEIGHTINGS, split_params
 
 CIFAR = {
     "class10": make_spec("multiclass", name="class10", classes=10),
@@ -37,14 +40,16 @@ def test_cifar_parameter_counts(strategy, tasks, expected):
     assert _cifar_params(strategy, tasks) == expected
 
 
+BATCH, SIZE = 4, 32
 # One task of every kind, with out_dim > 1 where the kind allows, so a transposed output would show.
 SPECS = {
     "multiclass": make_spec("multiclass", name="mc", classes=5),
     "binary": make_spec("binary", name="bin", classes=2),
     "regression": make_spec("regression", name="reg", dim=2),
+    "segmentation": make_spec("segmentation", name="seg", classes=3),
+    "detection": make_spec("detection", name="det", classes=2, image_size=SIZE),
 }
-TINY_PARAMS = {"width": 64}  # applied where a backbone declares the parameter
-BATCH, SIZE = 4, 32
+TINY_PARAMS = {"width": 64, "widths": [8, 16], "channels": 8, "neck_channels": 8}  # where a backbone declares them
 
 
 def test_specs_cover_every_task_kind():
@@ -56,14 +61,31 @@ def _builds_a_model(strategy: Strategy) -> bool:
     return type(strategy).build is not Strategy.build
 
 
+def _boxes(gen: torch.Generator) -> torch.Tensor:
+    """(BATCH, 2, 5): one box per image [x1, y1, x2, y2, class] inside the image, and a padding row."""
+    corner = torch.randint(0, SIZE // 2, (BATCH, 2), generator=gen).float()
+    size = torch.randint(4, SIZE // 2, (BATCH, 2), generator=gen).float()
+    cls = torch.randint(0, 2, (BATCH, 1), generator=gen).float()
+    box = torch.cat([corner, corner + size, cls], 1)
+    return torch.stack([box, torch.tensor([0, 0, 0, 0, -1.0]).expand(BATCH, 5)], 1)
+
+
+# Random targets in each kind's layout (first dimension: the batch).
+TARGETS = {
+    "multiclass": lambda s, g: torch.randint(0, s.classes, (BATCH,), generator=g),
+    "binary": lambda s, g: torch.randint(0, 2, (BATCH,), generator=g),
+    "regression": lambda s, g: torch.rand(BATCH, s.dim, generator=g),
+    "segmentation": lambda s, g: torch.randint(0, s.classes, (BATCH, SIZE, SIZE), generator=g),
+    "detection": lambda s, g: _boxes(g),
+}
+
+
+def test_targets_cover_every_task_kind():
+    assert set(TARGETS) == set(KINDS.names())
+
+
 def _targets(specs: dict[str, TaskSpec], gen: torch.Generator) -> dict[str, torch.Tensor]:
-    out = {}
-    for t, s in specs.items():
-        if s.kind == "regression":
-            out[t] = torch.rand(BATCH, s.dim, generator=gen)
-        else:
-            out[t] = torch.randint(0, s.classes, (BATCH,), generator=gen)
-    return out
+    return {t: TARGETS[s.kind](s, gen) for t, s in specs.items()}
 
 
 @pytest.mark.parametrize("strategy_name", STRATEGIES.names())
@@ -91,7 +113,7 @@ def _check_forward_backward(model: torch.nn.Module, specs: dict[str, TaskSpec], 
     out = model(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen))
     assert set(out) == set(specs)
     for t, s in specs.items():
-        assert out[t].shape == (BATCH, s.out_channels), t
+        assert out[t].shape[:2] == (BATCH, s.out_channels), t  # (B, C) or a map (B, C, h, w)
         assert torch.isfinite(out[t]).all(), t
     y = _targets(specs, gen)
     sum(s.loss(out[t], y[t]) for t, s in specs.items()).backward()
@@ -122,6 +144,37 @@ def _check_features(model: torch.nn.Module, specs: dict[str, TaskSpec], gen: tor
     assert all(g is not None for g in grads), f"a feature no head reads: {list(features)}"
 
 
+MULTI_TASK = [n for n in STRATEGIES.names() if STRATEGIES.get(n).weighs_tasks]  # the architectures a weighting applies to
+
+
+def test_the_multi_task_architectures():
+    assert set(MULTI_TASK) == {"hard_share", "cross_stitch", "mtan", "mmoe"}
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS.names())
+@pytest.mark.parametrize("strategy_name", MULTI_TASK)
+def test_every_weighting_trains_every_multi_task_architecture(strategy_name, weighting):
+    # One step of the trainer's step function (features only for methods that read them, the
+    # method's own parameters in the optimizer), at lr 0 so the gradients stay to be checked.
+    gen = torch.Generator().manual_seed(0)
+    ctx = BackboneContext(in_channels=3, image_size=SIZE)
+    specs = {s.name: s for s in SPECS.values()}
+    torch.manual_seed(0)
+    model = STRATEGIES.get(strategy_name)().build(specs, lambda: BACKBONES.get("convnet")(ctx, widths=[8, 16], hidden=16))
+    trainer = Trainer(TrainConfig(), torch.device("cpu"), seed=0, weighting=PluginConfig(name=weighting))
+    method = trainer.method(list(specs))
+    opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.0)
+    sums = torch.zeros(2 * len(specs) + 2)  # losses, extra, total, weights
+    step = trainer._step_fn(trainer._losses_fn(model, specs, None, False, method), opt, method,
+                            *split_params(model), sums)
+    model.train()
+    step(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen), _targets(specs, gen), {})
+    trainable = [(n, p) for n, p in [*model.named_parameters(), *method.named_parameters()] if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"Some parameters are missing gradients: {missing}"
+    bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not bad, f"Some gradients are not finite: {bad}"
+    assert torch.isfinite(sums[:len(specs) + 2]).all()
 @pytest.mark.parametrize("tasks, self_weight, other", [(2, 0.9, 0.1), (3, 0.9, 0.05), (3, 0.7, 0.15)])
 def test_cross_stitch_units_start_near_identity_and_mix_by_alpha(tasks, self_weight, other):
     """Misra et al. 2016: x~_i = sum_j alpha_ij x_j; initialised with self_weight on the diagonal and

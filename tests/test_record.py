@@ -19,7 +19,7 @@ from bench.config import load_suite
 from bench.grid import CORE_TRAINING_CODE, expand
 from bench.record import Record, RecordError, read_record
 from bench.report import write_report
-from bench.runner import run_cells
+from bench.executors import run_cells
 from bench.store import Store
 from bench.strategies import STRATEGIES, HardShare
 from conftest import REPO, SUITES, markdown_tables, section, skip_rendering
@@ -93,7 +93,8 @@ def test_a_cell_key_covers_its_own_plugins_and_the_core(tiny_suite, write_suite)
     assert "kinds/regression.py" in regression_only.code_files()
     assert "kinds/classification.py" not in regression_only.code_files()  # a kind the cell does not use
     code = cells["hard_share"].code()
-    assert set(code) == trained and all(len(h) == 16 for h in code.values())
+    weighting = {f"weighting/{p.name}" for p in (R.PACKAGE / "weighting").glob("*.py")}  # a folder of the core
+    assert set(code) == trained - {"weighting"} | weighting and all(len(h) == 16 for h in code.values())
 
 
 def test_a_folder_in_the_code_list_stands_for_its_python_files():
@@ -286,3 +287,11 @@ def test_the_report_imports_no_training_code():
     assert seen.isdisjoint({"bench.grid", "bench.strategies", "bench.trainer", "bench.config", "bench.runner",
                             "bench.combine", "bench.data", "bench.models"}), sorted(seen)
     assert {"bench.record", "bench.store", "bench.report.sections"} <= seen
+
+
+def test_a_plugin_module_brings_the_modules_of_its_folder_it_imports():
+    # digit_scenes reads MNIST through data/mnist.py: editing that reader must make its cells stale
+    cells = expand(load_suite(SUITES / "smoke_onehead.yaml"))
+    scenes = next(c for c in cells if "seg" in c.tasks)
+    assert {"data/digit_scenes.py", "data/mnist.py"} <= set(scenes.code_files())
+    assert "data/cifar.py" not in scenes.code_files()  # a sibling it does not import

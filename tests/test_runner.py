@@ -14,13 +14,12 @@ from rich.console import Console
 from bench import cli
 from bench.config import load_suite
 from bench.grid import expand
-from bench.runner import RunSummary, run_cells
+from bench.executors import RunSummary, run_cells
 from bench.store import Store
 from bench.strategies import CrossStitch, HardShare, SingleTask
+from conftest import TIMING_COLUMNS
 
 CPU = torch.device("cpu")
-# history.csv columns that measure wall-clock time: the only ones allowed to differ between equal runs.
-TIMING_COLUMNS = ["train_seconds", "images_per_second"]
 
 
 def _run(cells, results, **kw) -> RunSummary:

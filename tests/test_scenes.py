@@ -215,3 +215,62 @@ def test_placement_on_the_canvas():
     assert len({tuple((p[0] > 0).nonzero()[0].tolist()) for p in placed}) > 10  # positions vary
     with pytest.raises(ValueError, match="fit"):
         fm.place_on_canvas(images, 20)
+
+
+# ---- the registered datasets -------------------------------------------------------------------------
+def write_fake_sources(root: Path, digits: int = 200, fashion: tuple[int, int] = (60, 20)) -> None:
+    """A data root with a fake MNIST test set (blob digits) in mnist-test/ and a fake Fashion-MNIST."""
+    d, labels = fake_digits(digits)
+    write_idx(root / "mnist-test" / f"{FILES['test_x']}.gz", d)
+    write_idx(root / "mnist-test" / f"{FILES['test_y']}.gz", labels.astype(np.uint8))
+    rng = np.random.default_rng(2)
+    for split, n in zip(("train", "test"), fashion):
+        write_idx(root / "fashion-mnist" / f"{FILES[f'{split}_x']}.gz", rng.integers(1, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / "fashion-mnist" / f"{FILES[f'{split}_y']}.gz", (np.arange(n) % 10).astype(np.uint8))
+
+
+def test_digit_scenes_dataset_labels_each_task_on_scenes_of_its_own_digits(tmp_path, monkeypatch):
+    from bench.config import DatasetConfig
+    from bench.data import load_taskset
+
+    write_fake_sources(tmp_path)
+    calls, real = {}, ds.generate_scenes  # calls: stream -> the source digits the generator drew from
+
+    def recording(digits, labels, n, **options):
+        calls[options["stream"]] = digits
+        return real(digits, labels, n, **options)
+
+    monkeypatch.setattr(ds, "generate_scenes", recording)
+    cfg = DatasetConfig(name="digit_scenes", tasks=("seg", "det"), val_size=10,
+                        options={"n_train": 30, "n_test": 12, "canvas": 48})
+    data = load_taskset(cfg, root=tmp_path)
+    rows = {s: {r.tobytes() for r in d} for s, d in calls.items()}  # fake digits are all distinct
+    assert sorted(rows) == [0, 1, 2, 3] and sum(map(len, rows.values())) == len(set.union(*rows.values())) == 200
+    assert [len(rows[k]) for k in range(4)] == [80, 80, 20, 20]  # seg / det train, seg / det test (test_fraction 0.2)
+    seg, det = (data.train.labelled[t] for t in ("seg", "det"))
+    assert len(data.train) == 50 and seg.sum() == det.sum() == 25 and not (seg & det).any() and (seg | det).all()
+    assert data.val.labelled["seg"].sum() == 5 and len(data.test) == 24 and data.test.labelled["det"].sum() == 12
+    x, masks, boxes = data.train.x[:, 0], data.train.y["seg"], data.train.y["det"]
+    assert masks.dtype == torch.int64 and masks.shape == (50, 48, 48) and boxes.shape == (50, 4, 5)
+    assert torch.equal(masks[seg] > 0, x[seg] >= ds.FOREGROUND) and (masks[det] == 0).all()  # placeholders
+    assert (boxes[seg][..., 4] == -1).all() and (boxes[det][:, 0, 4] >= 0).all()
+    assert data.specs["det"].image_size == 48 and data.specs["seg"].classes == 11
+    assert "scenes composed from real MNIST digits" in data.notes[0] and "not COCO or VOC" in data.notes[0]
+    assert cfg.options["n_train"] == 30 and len(load_taskset(cfg, root=tmp_path).train) == 50  # the cached copy
+
+
+def test_fashion_mnist_dataset_and_the_union_of_seed_003(tmp_path):
+    from bench.config import DatasetConfig
+    from bench.data import load_taskset
+
+    write_fake_sources(tmp_path)
+    fashion = DatasetConfig(name="fashion_mnist", tasks=("clothing",), val_size=10, options={"canvas": 48})
+    data = load_taskset(fashion, root=tmp_path)
+    assert data.train.x.shape == (50, 1, 48, 48) and len(data.test) == 20 and data.specs["clothing"].kind == "multiclass"
+    assert data.val.y["clothing"].bincount().tolist() == [1] * 10  # stratified by class
+    assert "real Fashion-MNIST" in data.notes[0]
+    scenes = DatasetConfig(name="digit_scenes", tasks=("seg", "det"), val_size=10, options={"n_train": 20, "n_test": 8, "canvas": 48})
+    both = load_taskset(DatasetConfig(name="seed003", tasks=("seg", "det", "clothing"), parts=(scenes, fashion)), root=tmp_path)
+    labelled = torch.stack([both.train.labelled[t] for t in ("seg", "det", "clothing")])
+    assert len(both.train) == 30 + 50 and (labelled.sum(0) == 1).all()  # every image labelled for one task
+    assert labelled.sum(1).tolist() == [15, 15, 50]

@@ -63,20 +63,18 @@ def test_flipped_labels_follow_the_flipped_pixels():
     d = S.generate(300, seed=1, stream=0)
     mask = torch.arange(300) % 2 == 0
     x = torch.where(mask[:, None, None, None], d["x"].flip(3), d["x"])  # as the trainer mirrors pixels
-    y = S.flip_labels({"pair": d["pair"], "counts": d["counts"]}, mask)
+    y = {t: S.LABEL_MAPS[t]["hflip"](d[t], mask) for t in ("pair", "counts")}
     seen = detect_counts(x)
     np.testing.assert_array_equal(y["counts"].numpy(), seen)
     np.testing.assert_array_equal(y["pair"].numpy(), S.counts_to_pair(seen))
     assert not torch.equal(y["pair"], d["pair"])  # the flip did change labels (left/right triangles)
-    pair_only = S.flip_labels({"pair": d["pair"]}, mask)  # a cell training `pair` alone
-    assert torch.equal(pair_only["pair"], y["pair"])
 
 
 def test_mirrored_pair_of_a_known_scene():
     # 3 triangle_right + 7 circle, mirrored: 7 circle + 3 triangle_left (circle is now the first type).
     label = torch.tensor(S.counts_to_pair(np.array([[0, 7, 0, 3, 0, 0]])))
-    y = S.flip_labels({"pair": label}, torch.tensor([True]))
-    assert S.class_name(int(y["pair"])) == "7 circle + 3 triangle_left"
+    y = S.LABEL_MAPS["pair"]["hflip"](label, torch.tensor([True]))
+    assert S.class_name(int(y)) == "7 circle + 3 triangle_left"
 
 
 def test_loader_caches_and_reloads_the_same_pool(tmp_path, monkeypatch):
@@ -88,7 +86,7 @@ def test_loader_caches_and_reloads_the_same_pool(tmp_path, monkeypatch):
     assert torch.equal(pool.train.x, again.train.x) and torch.equal(pool.test.y["pair"], again.test.y["pair"])
     assert len(pool.train) == 64 and len(pool.test) == 16
     assert pool.specs["counts"].dim == 6 and pool.specs["pair"].classes == 135
-    assert pool.stratify == "pair" and pool.flip_labels is S.flip_labels
+    assert pool.stratify == "pair" and DATASETS.get("shapes").declare({}).label_maps == S.LABEL_MAPS
 
 
 def test_smoke_suite_runs_end_to_end(run_suite):

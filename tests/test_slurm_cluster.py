@@ -4,12 +4,11 @@ Needs a reachable controller (`make slurm-up` starts a one-node one on this mach
 every test here skips and says why, or fails when BENCH_REQUIRE_SLURM is set (as in .ci/run).
 Run: `make slurm-up`, `.venv/bin/python -m pytest -q tests/test_slurm_cluster.py`, `make slurm-down`.
 The cluster has no accounting, so `sacct` fails and submitit's own job state stays UNKNOWN;
-`SqueueWatcher` below reads the state from `squeue` instead."""
+`SqueueWatcher` (bench/executors/slurm.py) reads the state from `squeue` instead."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,64 +17,20 @@ import cloudpickle
 import pytest
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
-from submitit.slurm.slurm import SlurmInfoWatcher
+
+from bench.executors.slurm import SqueueWatcher
 
 pytestmark = pytest.mark.slurm
 
 DEADLINE_S = 60  # for any one job to reach a state; jobs start within ~1 s on an idle node
 
 
-class SqueueWatcher(SlurmInfoWatcher):
-    """submitit's job-state poller, reading `squeue --states=all` instead of `sacct`.
-
-    Without accounting `sacct` exits 1, submitit logs a warning and the state stays UNKNOWN, so a
-    job killed before it wrote its result (scancel, time limit) would be waited on forever.
-    squeue shows finished jobs for MinJobAge seconds (3600 in scripts/slurm.sh's config).
-    """
-
-    def _make_command(self) -> list[str] | None:
-        ids = sorted({job_id.split("_")[0] for job_id in self._registered - self._finished})
-        if not ids:
-            return None
-        return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
-
-    def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
-        text = string.decode() if isinstance(string, bytes) else string
-        return super().read_info("JobID|State|NodeList\n" + text)  # the header sacct would print
-
-
-def _unreachable_reason() -> str | None:
-    if shutil.which("scontrol") is None:
-        return "no SLURM client (scontrol not found); `make slurm-up` installs and starts a cluster"
-    # `scontrol ping` answers at once when no controller listens; `sinfo` would retry for ~30 s.
-    for command in (["scontrol", "ping"], ["sinfo", "--noheader", "--format=%t"]):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=30)
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(command)}` timed out; `make slurm-up` starts a cluster"
-        if done.returncode != 0:
-            errors, output = done.stderr.strip().splitlines(), done.stdout.strip().splitlines()
-            why = errors[-1] if errors else (output or ["no output"])[0]  # the fatal line, or "is DOWN"
-            return f"no SLURM controller reachable ({command[0]}: {why}); `make slurm-up` starts one"
-    if not any(state.rstrip("*") in {"idle", "mix", "alloc"} for state in done.stdout.split()):
-        return f"no SLURM node can run jobs (sinfo states: {done.stdout.split()})"
-    return None
-
-
 @pytest.fixture(scope="module")
-def partition() -> str:
-    """The default partition of a reachable cluster; skips the module without one."""
-    reason = _unreachable_reason()
-    if reason and os.environ.get("BENCH_REQUIRE_SLURM"):
-        pytest.fail(f"BENCH_REQUIRE_SLURM is set but {reason}")  # CI: a skip would hide a broken cluster
-    if reason:
-        pytest.skip(reason)
+def partition(slurm_partition) -> str:
     # This module is imported by pytest under a name the job's interpreter cannot import, so
     # its functions travel by value (the harness's own functions would travel by reference).
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    out = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True,
-                         check=True).stdout.split()
-    return next(p.rstrip("*") for p in out if p.endswith("*"))
+    return slurm_partition
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from bench import data as D
 from bench.config import load_suite
 from bench.grid import expand
 from bench.record import RecordError
-from bench.runner import run_cells
+from bench.executors import run_cells
 from bench.store import Store, atomic_torch_save, atomic_write_json
 from bench.trainer import Trainer
 from conftest import REPO, markdown_tables, section
@@ -131,13 +131,19 @@ def test_recover_restores_a_result_and_removes_dead_attempts(tiny_suite, write_s
     dead = store.attempts_dir / f"{CELL}.999999999-0000"  # a pid no process has
     dead.mkdir()
     (dead / "history.csv").write_text("epoch\n1\n")
-    alive = store.attempts_dir / f"{CELL}.{os.getppid()}-0000"  # another process still running it
-    alive.mkdir()
-    lines = store.recover()
+    other = "synthetic__stl(task=top)__seed0"  # a cell whose lock a live run holds: its attempt stays
+    held = store.lock(other)
+    assert held.try_acquire()
+    try:
+        alive = store.attempt(other)
+        lines = store.recover()
+    finally:
+        held.release()
     assert f"{store.cell_dir(CELL)}: restored after an interrupted replacement" in lines
     assert store.record(CELL) == record and store.cells() == [CELL]
-    assert sorted(p.name for p in store.attempts_dir.iterdir()) == [alive.name]
+    assert sorted(p.name for p in store.attempts_dir.iterdir()) == [alive.path.name]
     assert any(str(dead) in line for line in lines)
+    assert f"{other}: left its attempt alone; a live run holds the cell (pid {os.getpid()} on" in "\n".join(lines)
 
 
 def test_a_failed_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):

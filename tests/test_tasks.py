@@ -75,7 +75,7 @@ def test_multiclass_loss_is_cross_entropy():
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="unknown kind 'ordinal'; valid: binary, multiclass, regression"):
+    with pytest.raises(ValueError, match="unknown kind 'ordinal'; valid: binary, detection, multiclass, regression, segmentation"):
         make_spec("ordinal", name="x")
 
 

@@ -6,6 +6,11 @@ stratified subset for smoke runs, and per-channel statistics from the train spli
 An entry may also be the union of several datasets' parts (`union:` in a suite), each image then
 labelled for its own part's tasks only (partial labels: `Split.labelled`); losses and metrics of a
 task use only the items that carry its label.
+Each dataset declares its tasks' kinds and its label maps (how orientation ops of the augmentation
+pipeline change its labels, bench/augment.py) when it registers: fixed in `@dataset(name, tasks=...,
+label_maps=...)`, or, for datasets whose tasks the suite declares (`npz`, `image_folder`), from its
+options through `declare=`. So a suite is checked, and a cell's key names its kind modules, without
+loading any data.
 Loaders live in this folder, one module each; importing this package registers them all.
 """
 
@@ -16,21 +21,30 @@ import os
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from bench.augment import LabelMaps
 from bench.registry import Registry
 from bench.store import atomic_torch_save
 from bench.kinds import TaskSpec
 
 DATASETS = Registry("dataset")
 
-# How a horizontal flip changes the labels of a dataset whose labels depend on orientation:
-# (y, flipped) -> y, where y maps task -> targets of a batch and flipped (B,) bool says which images
-# were mirrored. The pixels, and the geometry of masks and boxes, are flipped by the trainer and the
-# task kinds; tasks missing from y are left alone.
-FlipLabels = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a dataset offers, known before loading: its tasks' kinds and its label maps."""
+
+    kinds: dict[str, str]  # task -> kind name (bench/kinds), in the dataset's task order
+    # task -> orientation op (hflip, vflip, rot90, rotate) -> how that op changes the task's labels;
+    # an op missing for a class or regression task is refused by the augmentation pipeline
+    label_maps: LabelMaps = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.kinds)
 
 
 @dataclass
@@ -60,6 +74,13 @@ class Split:
             return self
         return self.take(self.labelled[task].nonzero().squeeze(1))
 
+    def any_of(self, tasks: list[str] | tuple[str, ...]) -> "Split":
+        """The items labelled for at least one of `tasks` (all of them when one has complete labels)."""
+        if any(t not in self.labelled for t in tasks):
+            return self
+        keep = torch.stack([self.labelled[t] for t in tasks]).any(0)
+        return self if keep.all() else self.take(keep.nonzero().squeeze(1))
+
     def groups(self, tasks: list[str]) -> list[tuple[list[str], "Split"]]:
         """Tasks grouped by the items labelled for them, each group with those items, in task order:
         a dataset labelled for every task gives one group over the whole split; a union of
@@ -84,7 +105,6 @@ class Pool:
     test: Split
     specs: dict[str, TaskSpec]
     notes: list[str] = field(default_factory=list)  # caveats the report must state
-    flip_labels: FlipLabels | None = None  # where a horizontal flip changes labels
     stratify: str | None = None  # task whose labels stratify splits; default: the first a kind can stratify by
 
 
@@ -100,7 +120,7 @@ class TaskSet:
     mean: tuple[float, ...]  # per channel, in [0, 1] units, from the train split
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
-    flip_labels: FlipLabels | None = None
+    label_maps: LabelMaps = field(default_factory=dict)  # the tasks' declared label maps (Declaration)
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, C, H, W) -> float32, standardised per channel with the train statistics."""
@@ -120,17 +140,27 @@ class TaskSet:
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
 
-def dataset(name: str, tasks: dict[str, str]) -> Callable[[Callable], Callable]:
-    """Register a loader `fn(root, download, *, options...) -> Pool` offering `tasks` (task -> kind).
+def dataset(name: str, tasks: dict[str, str] | None = None, *, label_maps: LabelMaps | None = None,
+            declare: Callable[[dict[str, Any]], Declaration] | None = None) -> Callable[[Callable], Callable]:
+    """Register a loader `fn(root, download, *, options...) -> Pool`.
 
-    The kinds are declared here, not only in the Pool the loader returns, so a suite can be checked
-    and a cell's key can name the kind modules it uses without loading any data."""
+    Either `tasks` (task -> kind) and `label_maps` (see Declaration) fixed here, or `declare(options)
+    -> Declaration` for a dataset whose tasks the suite declares in its options; `declare` raises
+    ValueError starting with the option's key path (e.g. "tasks.digit.kind: ...")."""
+    if (tasks is None) == (declare is None):
+        raise TypeError(f"dataset {name!r}: give either tasks= or declare=")
+    fixed = Declaration(dict(tasks), dict(label_maps or {})) if tasks is not None else None
 
     def add(fn: Callable) -> Callable:
-        fn.tasks, fn.kinds = tuple(tasks), dict(tasks)
+        fn.declare = declare or (lambda options: fixed)
         return DATASETS.register(name)(fn)
 
     return add
+
+
+def declaration(cfg) -> Declaration:
+    """The Declaration of one registered dataset entry (a DatasetConfig that is not a union)."""
+    return DATASETS.get(cfg.registered).declare(cfg.options)
 
 
 def data_root() -> Path:
@@ -166,6 +196,11 @@ def source_digest(module_file: str) -> str:
     return hashlib.sha256(Path(module_file).read_bytes()).hexdigest()[:16]
 
 
+def files_key(paths) -> str:
+    """A cache-key text naming source files by path, size and modification time (a changed file re-reads)."""
+    return ":".join(f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in paths)
+
+
 def _writable(folder: Path) -> bool:
     """Writable and not marked read-only (root may write anywhere; a r-x folder is meant to stay clean)."""
     return folder.is_dir() and os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
@@ -186,19 +221,19 @@ def load_taskset(cfg, root: Path | None = None, split_seed: int = 0) -> TaskSet:
         _check_same_images(parts, cfg.name)
         train, val, test = (union([getattr(p, name) for p in parts], specs) for name in ("train", "val", "test"))
     mean, std = channel_stats(train.x)
-    flips = [p.flip_labels for p in parts if p.flip_labels is not None]
     return TaskSet(name=cfg.name, train=train, val=val, test=test, specs=specs, mean=mean, std=std,
-                   notes=[n for p in parts for n in p.notes], flip_labels=_compose(flips))
+                   notes=[n for p in parts for n in p.notes],
+                   label_maps={t: m for p in parts for t, m in p.label_maps.items()})
 
 
 def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
     """One registered dataset's tasks, split, with its targets checked (statistics left at 0 / 1)."""
-    loader = DATASETS.get(cfg.name)
-    pool = loader(root, cfg.download, **cfg.options)
+    decl = declaration(cfg)
+    pool = DATASETS.get(cfg.registered)(root, cfg.download, **cfg.options)
     specs = {t: pool.specs[t] for t in cfg.tasks}
     for t, spec in specs.items():
-        if spec.kind != loader.kinds[t]:
-            raise TypeError(f"dataset {cfg.name}: task {t} is registered as {loader.kinds[t]!r} but the loader "
+        if spec.kind != decl.kinds[t]:
+            raise TypeError(f"dataset {cfg.name}: task {t} is declared as {decl.kinds[t]!r} but the loader "
                             f"returned a {spec.kind!r} spec; fix its @dataset declaration")
     for name, split in (("train", pool.train), ("test", pool.test)):
         for t, spec in specs.items():
@@ -210,8 +245,10 @@ def _load_part(cfg, root: Path, split_seed: int) -> TaskSet:
     if not 0 < n_val < len(train):
         raise ValueError(f"dataset {cfg.name}: val_size {cfg.val_size} leaves no train or no validation images")
     train, val = carve(train, _stratify_labels(pool, train), n_val, gen)
-    return TaskSet(name=cfg.name, train=train.only(cfg.tasks), val=val.only(cfg.tasks), test=test.only(cfg.tasks),
-                   specs=specs, mean=(), std=(), notes=list(pool.notes), flip_labels=pool.flip_labels)
+    # a loader labelling its tasks on separate images (digit scenes) keeps only those of the chosen tasks
+    train, val, test = (split.only(cfg.tasks).any_of(cfg.tasks) for split in (train, val, test))
+    return TaskSet(name=cfg.name, train=train, val=val, test=test, specs=specs, mean=(), std=(),
+                   notes=list(pool.notes), label_maps={t: m for t, m in decl.label_maps.items() if t in cfg.tasks})
 
 
 def _check_same_images(parts: list[TaskSet], name: str) -> None:
@@ -232,18 +269,6 @@ def union(splits: list[Split], specs: dict[str, TaskSpec]) -> Split:
         labelled[t] = torch.cat([splits[k].labelled.get(t, torch.ones(n, dtype=torch.bool)) if i == k
                                  else torch.zeros(n, dtype=torch.bool) for i, n in enumerate(sizes)])
     return Split(torch.cat([s.x for s in splits]), y, labelled)
-
-
-def _compose(flips: list[FlipLabels]) -> FlipLabels | None:
-    if len(flips) < 2:
-        return flips[0] if flips else None
-
-    def flip_labels(y: dict[str, torch.Tensor], flipped: torch.Tensor) -> dict[str, torch.Tensor]:
-        for f in flips:
-            y = f(y, flipped)
-        return y
-
-    return flip_labels
 
 
 def _subset(pool: Pool, split: Split, n: int | None, gen: torch.Generator) -> Split:
@@ -281,6 +306,8 @@ def _stratify_labels(pool: Pool, split: Split) -> torch.Tensor:
         labels = spec.stratify_labels(split.y[t])
         if labels is not None and t not in split.labelled:
             return labels
+    if split.labelled:  # tasks labelled on separate items (digit scenes): keep each task's share
+        return torch.stack(list(split.labelled.values()), 1).long().argmax(1)
     return torch.zeros(len(split), dtype=torch.long)
 
 
@@ -291,4 +318,4 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 # Importing the loader modules registers them.
-from bench.data import cifar, freq3, mnist, shapes, synthetic  # noqa: E402,F401
+from bench.data import cifar, digit_scenes, fashion_mnist, freq3, image_folder, mnist, npz, shapes, synthetic  # noqa: E402,F401

@@ -4,6 +4,10 @@ Looks in the data root, in order, for torchvision's `cifar-10-batches-py/`, its
 `cifar-10-python.tar.gz`, or an image-folder tree `train/<class>/*.jpg`, `test/<class>/*.jpg`
 (as a folder `cifar10-jpeg/` or `cifar10/`, or a `.tar.gz` of either name). Decodes once and
 caches the uint8 tensors; with `download: true` and nothing found, uses torchvision's download.
+
+Label maps: a mirrored or slightly rotated photo shows the same object, so both tasks keep their
+labels under hflip and rotate; vertical flips and quarter turns are not declared (an upside-down
+scene is not what CIFAR-10's classes are).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.augment import keep
 from bench.data import Pool, Split, cached, dataset
 from bench.kinds.classification import Binary, Multiclass
 
@@ -28,7 +33,8 @@ VEHICLES = (0, 1, 8, 9)
 FOLDER_NAMES = ("cifar10-jpeg", "cifar10")
 
 
-@dataset("cifar10", tasks={"class10": "multiclass", "animal": "binary"})
+@dataset("cifar10", tasks={"class10": "multiclass", "animal": "binary"},
+         label_maps={t: {"hflip": keep, "rotate": keep} for t in ("class10", "animal")})
 def cifar10(root: Path, download: bool) -> Pool:
     source = find_source(root)
     if source is None and download:

@@ -1,7 +1,13 @@
 """`digit_scenes`: canvases of 1 to 4 real MNIST digits, with detection boxes and segmentation masks (seed 003).
 
-A pure generator (`generate_scenes`) plus the split of the source digits (`split_sources`) and a
-reader of those sources (`load_sources`); caching and registration belong to bench/data's registry.
+The registered dataset (`digit_scenes`, tasks `seg`: segmentation into background + 10 digits, and
+`det`: detection of the 10 digits), built from a pure generator (`generate_scenes`), the split of
+the source digits (`split_sources`) and a reader of those sources (`load_sources`). The two tasks
+come from disjoint halves of the source digits and are labelled on separate scenes: a `seg` scene
+carries only its mask, a `det` scene only its boxes (partial labels, `Split.labelled`), and test
+scenes are built only from digits no training scene uses. Generated scenes are cached per options.
+A mirrored digit is not a digit: suites on these scenes set `flip: false` (masks and boxes would
+move with the pixels, but no label map can say what a mirrored 7 is).
 
 How a scene is made, from a numpy Generator seeded with (seed, stream):
 - draw the number of digits, uniform in [min_digits, max_digits], and that many source digits
@@ -31,14 +37,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.mnist import mnist_files, read_idx
+from bench.data import Pool, Split, cached, dataset, files_key, source_digest
+from bench.data.mnist import find_files, mnist_files, read_idx
+from bench.kinds.detection import Detection
+from bench.kinds.segmentation import Segmentation
 
 CANVAS = 64  # px; the default side of a scene (and of the other tasks' images in seed 003)
 SCALE = (0.8, 1.3)  # digit scale range: a 28 px MNIST patch becomes 22..36 px, its ink ~16..26 px
 MAX_OVERLAP = 0.2  # the most of the smaller of two boxes that their intersection may cover
 FOREGROUND = 64  # uint8 level from which a scaled digit pixel is ink (a quarter of full intensity)
 PLACEMENT_TRIES = 32  # random positions tried per digit before it is left out
-SETS = ("seg_train", "det_train", "seg_test", "det_test")
+SETS = ("seg_train", "det_train", "seg_test", "det_test")  # also the generator's stream order
+DIGITS = tuple("0123456789")
 DIGIT = 28  # MNIST's side, px
 
 
@@ -222,3 +232,57 @@ def load_sources(root: Path, download: bool = False, *, test_fraction: float = 0
 
 def _take(arrays: tuple[np.ndarray, np.ndarray], sets: dict[str, np.ndarray], part: str):
     return {k: (arrays[0][idx], arrays[1][idx]) for k, idx in sets.items() if k.endswith(part)}
+
+
+@dataset("digit_scenes", tasks={"seg": "segmentation", "det": "detection"})
+def digit_scenes(root: Path, download: bool, *, canvas: int = CANVAS, n_train: int = 2000, n_test: int = 500,
+                 min_digits: int = 1, max_digits: int = 4, scale: tuple[float, float] = SCALE,
+                 max_overlap: float = MAX_OVERLAP, test_fraction: float = 0.2, seed: int = 0) -> Pool:
+    """n_train training and n_test test scenes per task (seg, det), each task from its own source digits.
+
+    Masks are (N, canvas, canvas) int64 (0 background, d + 1 for digit d); boxes (N, max_digits, 5)
+    float32 as `generate_scenes` gives them. The rest of the options go to `generate_scenes` and
+    `load_sources`; `seed` draws the source split and every scene.
+    """
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"datasets.digit_scenes.options: n_train ({n_train}) and n_test ({n_test}) must be >= 1")
+    sources, notes = load_sources(root, download, test_fraction=test_fraction, seed=seed)
+    options = dict(canvas=canvas, min_digits=min_digits, max_digits=max_digits, scale=tuple(scale),
+                   max_overlap=max_overlap, seed=seed)
+    key = f"digit_scenes:{source_digest(__file__)}:{files_key(find_files(root).values())}:{n_train}:{n_test}:" \
+          f"{test_fraction}:{sorted(options.items())}"
+    arrays = cached(root, "digit_scenes", key, lambda: _scenes(sources, n_train, n_test, options))
+    seg = Segmentation(name="seg", classes=11, class_names=("background", *DIGITS))
+    det = Detection(name="det", classes=10, class_names=DIGITS, image_size=canvas)
+    notes = [f"digit_scenes: scenes composed from real MNIST digits (LeCun et al. 1998), not COCO or VOC: "
+             f"{min_digits} to {max_digits} handwritten digits, scaled {scale[0]:g}-{scale[1]:g}x, on a black "
+             f"{canvas}x{canvas} canvas. Segmentation (`seg`) and detection (`det`) scenes are built from disjoint "
+             "halves of the source digits, and test scenes only from digits no training scene uses.", *notes]
+    return Pool(train=_split(arrays, "train", seg, det), test=_split(arrays, "test", seg, det),
+                specs={"seg": seg, "det": det}, notes=notes)
+
+
+def _scenes(sources: dict[str, tuple[np.ndarray, np.ndarray]], n_train: int, n_test: int,
+            options: dict) -> dict[str, torch.Tensor]:
+    """Every set's scenes: <set>_x, and <set>_mask (uint8) for seg_* sets or <set>_boxes for det_* sets."""
+    out = {}
+    for stream, name in enumerate(SETS):
+        digits, labels = sources[name]
+        s = generate_scenes(digits, labels, n_train if name.endswith("train") else n_test, stream=stream, **options)
+        out[f"{name}_x"] = s["x"]
+        if name.startswith("seg"):
+            out[f"{name}_mask"] = s["mask"]
+        else:
+            out[f"{name}_boxes"] = s["boxes"]
+    return out
+
+
+def _split(arrays: dict[str, torch.Tensor], part: str, seg: Segmentation, det: Detection) -> Split:
+    """Segmentation scenes then detection scenes, each labelled for its own task only."""
+    masks, boxes = arrays[f"seg_{part}_mask"], arrays[f"det_{part}_boxes"]
+    n_seg, n_det = len(masks), len(boxes)
+    first = torch.arange(n_seg + n_det) < n_seg
+    return Split(torch.cat([arrays[f"seg_{part}_x"], arrays[f"det_{part}_x"]]),
+                 {"seg": torch.cat([masks, seg.placeholder(masks, n_det)]),
+                  "det": torch.cat([det.placeholder(boxes, n_seg), boxes])},
+                 {"seg": first, "det": ~first})

@@ -1,5 +1,8 @@
 """`fashion_mnist`: the real Fashion-MNIST (Xiao et al. 2017; 10 clothing classes), read from idx files,
-and placed on the scene canvas so seed 003's three tasks share one image size.
+and placed on the scene canvas so seed 003's three tasks share one image size. Registered as the
+dataset `fashion_mnist` with one task, `clothing` (multiclass); the decoded files are cached.
+Label maps: a mirrored or slightly rotated garment is the same garment (hflip and rotate keep the
+label); vertical flips and quarter turns are not declared.
 
 Reads torchvision's file names (`train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, ..., each plain
 or `.gz`) from the first of `root/fashion-mnist`, `root/FashionMNIST/raw` (torchvision's layout),
@@ -21,7 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.augment import keep
+from bench.data import Pool, Split, cached, dataset, files_key, source_digest
 from bench.data.mnist import FILES, read_idx
+from bench.kinds.classification import Multiclass
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -85,3 +91,21 @@ def place_on_canvas(images: torch.Tensor, canvas: int, *, seed: int | None = 0, 
     chans = torch.arange(c)[None, :, None, None]
     out[batch, chans, rows[:, None, :, None], cols[:, None, None, :]] = images
     return out
+
+
+@dataset("fashion_mnist", tasks={"clothing": "multiclass"}, label_maps={"clothing": {"hflip": keep, "rotate": keep}})
+def fashion_mnist(root: Path, download: bool, *, canvas: int = 64, seed: int | None = 0) -> Pool:
+    """The 60,000 training and 10,000 test images, each on a black `canvas` px square at a seeded random
+    position (`place_on_canvas`; seed null centres them). Suites take a stratified `subset` of them."""
+    if download:
+        load(root, download=True)  # fetches what is missing before the cache key names the files
+    paths = find_files(root)
+    key = f"fashion_mnist:{source_digest(__file__)}:{files_key(paths.values())}"
+    arrays = cached(root, "fashion_mnist", key, lambda: load(root))
+    splits = {name: Split(place_on_canvas(arrays[f"{name}_x"], canvas, seed=seed, stream=stream),
+                          {"clothing": arrays[f"{name}_y"]}) for stream, name in enumerate(("train", "test"))}
+    where = "a random position" if seed is not None else "the centre"
+    note = (f"fashion_mnist: the real Fashion-MNIST (Xiao et al. 2017), 28x28 grayscale photos of 10 kinds of "
+            f"clothing, each at {where} of a black {canvas}x{canvas} canvas.")
+    return Pool(train=splits["train"], test=splits["test"], notes=[note], stratify="clothing",
+                specs={"clothing": Multiclass(name="clothing", classes=10, class_names=CLASSES)})

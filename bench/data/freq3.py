@@ -18,9 +18,16 @@ Tasks:
 So a network with a Fourier stream has something to find on `b` and `c`, nothing on `a`. The
 `noise` option (default 0.2) makes `b` and `c` harder for every model.
 
-`a` and `b` are balanced exactly (every class equally often, up to rounding), `c` is uniform. Every
-glyph is mirror-symmetric; a horizontal flip maps orientation theta to 180 deg - theta, which
-`flip_labels` applies to `b`.
+`a` and `b` are balanced exactly (every class equally often, up to rounding), `c` is uniform.
+
+Label maps (`LABEL_MAPS`, for the augmentation pipeline): the orientation theta = k * 22.5 deg is
+measured in (u right, v down). A horizontal flip (u -> -u) gives theta -> 180 - theta, a vertical
+one (v -> -v) theta -> -theta = 180 - theta (a grating repeats every 180 deg): both k -> (8 - k) % 8.
+A quarter turn adds 90 deg: k -> k + 4. Every glyph (`a`) is mirror-symmetric left-right, but the
+triangle and the tee are not top-bottom symmetric, and the triangle, bar and tee change under a
+quarter turn: `a` declares hflip only. `c` (RMS contrast) survives every pixel permutation. Free
+rotations are declared for none: 22.5 deg apart, orientations survive only small angles, which a
+suite states with the op's `label_invariant: true`.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.augment import LabelMaps, keep
 from bench.data import Pool, Split, cached, dataset, source_digest
 from bench.kinds.classification import Multiclass
 from bench.kinds.regression import Regression
@@ -45,7 +53,23 @@ GLYPH_LEVEL = 0.2  # glyph brightness step, in [0, 1] intensity units
 NOISE = 0.2  # default std of the white noise, in [0, 1] intensity units (at 0.08 a plain CNN gets b ~98%)
 
 
-@dataset("freq3", tasks={"a": "multiclass", "b": "multiclass", "c": "regression"})
+def _mirror(y: torch.Tensor, did: torch.Tensor) -> torch.Tensor:
+    return torch.where(did, mirror_b(y), y)
+
+
+def _rot90(y: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    o, f = y // len(FREQUENCIES), y % len(FREQUENCIES)
+    return (o + 4 * turns) % ORIENTATIONS * len(FREQUENCIES) + f
+
+
+LABEL_MAPS: LabelMaps = {
+    "a": {"hflip": keep},
+    "b": {"hflip": _mirror, "vflip": _mirror, "rot90": _rot90},
+    "c": {"hflip": keep, "vflip": keep, "rot90": keep},
+}
+
+
+@dataset("freq3", tasks={"a": "multiclass", "b": "multiclass", "c": "regression"}, label_maps=LABEL_MAPS)
 def freq3(root: Path, download: bool, *, n: int = 3_000, n_test: int = 1_000, seed: int = 0,
           noise: float = NOISE) -> Pool:
     """`noise`: std of the white noise in [0, 1] intensity units; higher makes `b` and `c` harder."""
@@ -61,7 +85,7 @@ def freq3(root: Path, download: bool, *, n: int = 3_000, n_test: int = 1_000, se
         specs={"a": Multiclass(name="a", classes=len(GLYPHS), class_names=GLYPHS),
                "b": Multiclass(name="b", classes=len(b_names), class_names=b_names),
                "c": Regression(name="c", dim=1)},
-        stratify="b", flip_labels=flip_labels,
+        stratify="b",
     )
 
 
@@ -135,12 +159,3 @@ def mirror_b(b: torch.Tensor) -> torch.Tensor:
     """The `b` label of the mirror image: orientation k -> (8 - k) % 8, frequency kept."""
     o, f = b // len(FREQUENCIES), b % len(FREQUENCIES)
     return (ORIENTATIONS - o) % ORIENTATIONS * len(FREQUENCIES) + f
-
-
-def flip_labels(y: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Labels of the images mirrored where `mask` (B,) is set: glyphs are symmetric, so only the
-    orientation in `b` changes."""
-    y = dict(y)
-    if "b" in y:
-        y["b"] = torch.where(mask, mirror_b(y["b"]), y["b"])
-    return y

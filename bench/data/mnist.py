@@ -6,7 +6,8 @@ holds it; with `download: true` and files missing, uses torchvision's download i
 When only the 10,000-image test set is there, that set is the whole pool, split deterministically
 (stratified by digit) into train and test by `test_fraction`, and the report says so.
 
-Mirrored digits are not digits: suites on this dataset set `flip: false`.
+Label maps: none. A mirrored or turned digit is not a digit (6 / 9), so the augmentation pipeline
+refuses flips and quarter turns here; small rotations need the op's `label_invariant: true`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import Pool, Split, cached, carve, dataset
+from bench.data import Pool, Split, cached, carve, dataset, files_key
 from bench.kinds.classification import Binary, Multiclass
 
 FILES = {
@@ -32,7 +33,7 @@ def mnist(root: Path, download: bool, *, test_fraction: float = 0.2) -> Pool:
     if not 0 < test_fraction < 1:
         raise ValueError(f"datasets.mnist.options.test_fraction: {test_fraction} must lie strictly between 0 and 1")
     paths = mnist_files(root, download)
-    key = "mnist:" + ":".join(f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in paths.values())
+    key = "mnist:" + files_key(paths.values())
     arrays = cached(root, "mnist", key, lambda: {k: torch.from_numpy(read_idx(p)) for k, p in paths.items()})
     test = _split(arrays["test_x"], arrays["test_y"])
     notes = []

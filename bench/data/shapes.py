@@ -11,9 +11,9 @@ Tasks:
   counts uniformly, so with thousands of images every class occurs (seed 002's own data held 105).
 - `counts` (regression, dim 6): the number of shapes of each type, in TYPES order.
 
-The horizontal flip is label-aware: mirroring turns right-pointing triangles into left-pointing
-ones, so `flip_labels` swaps those two types in both labels. Rotations are not implemented.
-Random crops can push edge shapes out of the frame, so suites on this dataset set `crop_pad: 0`.
+Flips and quarter turns are label-aware (`LABEL_MAPS`): they permute the triangle types (a
+horizontal flip swaps right- and left-pointing ones), and both labels follow. Free rotations are not
+declared (a turned triangle is no type of the six). Random crops can push edge shapes out of the frame, so suites on this dataset set `crop_pad: 0`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.augment import LabelMaps
 from bench.data import Pool, Split, cached, dataset, source_digest
 from bench.kinds.classification import Multiclass
 from bench.kinds.regression import Regression
@@ -39,7 +40,58 @@ GRID, CELL = 4, 7  # 4x4 cells of 7x7 px = 28x28
 SIZES = (4, 5, 6)  # shape side in px; at most CELL - 1, leaving a 1 px gap to the next cell
 
 
-@dataset("shapes", tasks={"pair": "multiclass", "counts": "regression"})
+# ---- label maps: a flip or quarter turn permutes the triangle types --------------------------------
+# type index -> type index after the op (TYPES order)
+VFLIP = (0, 1, 4, 3, 2, 5)  # up <-> down
+ROT90 = (0, 1, 5, 2, 3, 4)  # one counter-clockwise quarter turn: up -> left -> down -> right -> up
+
+
+def _power(perm: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """The permutation applied k times."""
+    out = tuple(range(len(perm)))
+    for _ in range(k):
+        out = tuple(perm[i] for i in out)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _tables(perm: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a type permutation (type -> type after the op): the new `pair` label of every class (135,)
+    and, per output column, the input column of `counts` (6,)."""
+    source = np.argsort(perm)  # new counts[j] = old counts[source[j]]
+    pairs = counts_to_pair(pair_to_counts(np.arange(CLASSES))[:, source])
+    return torch.from_numpy(pairs), torch.from_numpy(source)
+
+
+def _pair_map(perm: tuple[int, ...]):
+    def move(y: torch.Tensor, did: torch.Tensor) -> torch.Tensor:  # y (B,), did (B,) bool
+        return torch.where(did, _tables(perm)[0].to(y.device)[y], y)
+    return move
+
+
+def _counts_map(perm: tuple[int, ...]):
+    def move(y: torch.Tensor, did: torch.Tensor) -> torch.Tensor:  # y (B, 6), did (B,) bool
+        return torch.where(did[:, None], y[:, _tables(perm)[1].to(y.device)], y)
+    return move
+
+
+def _pair_rot90(y: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    table = torch.stack([_tables(_power(ROT90, k))[0] for k in range(4)]).to(y.device)  # (4, 135)
+    return table[turns, y]
+
+
+def _counts_rot90(y: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    source = torch.stack([_tables(_power(ROT90, k))[1] for k in range(4)]).to(y.device)  # (4, 6)
+    return y.gather(1, source[turns])
+
+
+LABEL_MAPS: LabelMaps = {
+    "pair": {"hflip": _pair_map(MIRROR), "vflip": _pair_map(VFLIP), "rot90": _pair_rot90},
+    "counts": {"hflip": _counts_map(MIRROR), "vflip": _counts_map(VFLIP), "rot90": _counts_rot90},
+}
+
+
+@dataset("shapes", tasks={"pair": "multiclass", "counts": "regression"}, label_maps=LABEL_MAPS)
 def shapes(root: Path, download: bool, *, n: int = 10_000, n_test: int = 2_000, seed: int = 0) -> Pool:
     key = f"shapes:n={n}:n_test={n_test}:seed={seed}:{source_digest(__file__)}"
     arrays = cached(root, "shapes", key, lambda: {
@@ -52,7 +104,7 @@ def shapes(root: Path, download: bool, *, n: int = 10_000, n_test: int = 2_000, 
         test=Split(arrays["test_x"], {"pair": arrays["test_pair"], "counts": arrays["test_counts"]}),
         specs={"pair": Multiclass(name="pair", classes=CLASSES, class_names=names),
                "counts": Regression(name="counts", dim=len(TYPES))},
-        stratify="pair", flip_labels=flip_labels,
+        stratify="pair",
     )
 
 
@@ -120,21 +172,3 @@ def counts_to_pair(counts: np.ndarray) -> np.ndarray:
     index = {p: i for i, p in enumerate(PAIRS)}
     pair = np.array([index[(i, j)] for i, j in zip(a.tolist(), b.tolist())], dtype=np.int64)
     return pair * MAX_FIRST + counts[np.arange(len(counts)), a] - 1
-
-
-@lru_cache(maxsize=1)
-def _mirrored_pairs() -> torch.Tensor:
-    """(135,) the pair label of each class's mirror image."""
-    labels = np.arange(CLASSES)
-    return torch.from_numpy(counts_to_pair(pair_to_counts(labels)[:, list(MIRROR)]))
-
-
-def flip_labels(y: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Labels of the images mirrored where `mask` (B,) is set: left and right triangles swap, in
-    whichever of the labels are present."""
-    y = dict(y)
-    if "counts" in y:
-        y["counts"] = torch.where(mask[:, None], y["counts"][:, list(MIRROR)], y["counts"])
-    if "pair" in y:
-        y["pair"] = torch.where(mask, _mirrored_pairs().to(y["pair"].device)[y["pair"]], y["pair"])
-    return y

@@ -9,7 +9,7 @@ A task is a `TaskSpec`; its kind is the TaskSpec subclass registered under a nam
 - its metrics, the primary one and each metric's direction;
 - distillation towards a teacher's outputs (Learning without Forgetting);
 - how a horizontal flip and a random crop move its targets;
-- what a cell stores for the report, and which report panels apply (`panels`).
+- what a cell stores for the report (`stored_arrays`), and which report panels apply (`panels`).
 Nothing else in the harness branches on the kind: an operation a kind does not implement raises
 NotImplementedError naming the kind, never falls through to another kind's behaviour.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -36,6 +36,17 @@ KINDS = Registry("task kind")
 # Display of a metric in tables: values are multiplied by `scale` and shown with `digits` decimals.
 PERCENT = (100.0, 2)
 RAW = (1.0, 4)
+GALLERY_SIZE = 16  # highest-loss test images stored per task and cell (uint8), for the report's gallery
+# What `stored_arrays` gets to take test images with: indices (k,) -> images (k, C, H, W) uint8.
+TakeImages = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """What a report figure draws over one image (dense kinds' examples): a class map and / or boxes."""
+
+    mask: np.ndarray | None = None  # (H, W) class indices; 0 (background) is left unpainted
+    boxes: np.ndarray | None = None  # (K, 5) [x1, y1, x2, y2, class] or (K, 6) with a score before the class
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,10 @@ class TaskSpec:
     columns: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metric, label) in the report's summary table
     display: ClassVar[tuple[float, int]] = RAW  # (scale, digits) of this kind's metrics in tables
     panels: ClassVar[frozenset[str]] = frozenset()  # report panels that apply (see bench/report)
+    # the arrays `stored_arrays` always writes (a cell's predictions.npz lacking one is incomplete)
+    required_arrays: ClassVar[tuple[str, ...]] = ("pred", "target")
+    # dense kinds: the stored per-class score (`<array>__<task>` in predictions.npz) and its label
+    per_class: ClassVar[tuple[str, str]] = ("", "")
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -135,7 +150,7 @@ class TaskSpec:
 
     def flip_target(self, target: torch.Tensor, flipped: torch.Tensor, width: int) -> torch.Tensor:
         """Targets after mirroring the images where `flipped` (B,) bool is set. Labels that depend on
-        orientation are the dataset's business (Pool.flip_labels); geometry is the kind's."""
+        orientation are the dataset's business (its label maps, bench/augment); geometry is the kind's."""
         return target
 
     def crop_target(self, target: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
@@ -166,8 +181,24 @@ class TaskSpec:
         raise self._missing("item_losses")
 
     def combine(self, preds: list[np.ndarray]) -> np.ndarray:
-        """Several models' stored predictions of the same items -> the ensemble's."""
+        """Several models' stored predictions of the same items -> the ensemble's. A kind without it
+        cannot be ensembled (the grid refuses such an ensemble before training)."""
         raise self._missing("combine")
+
+    def stored_arrays(self, pred: np.ndarray, target: np.ndarray, images: TakeImages) -> dict[str, np.ndarray]:
+        """What a trained cell stores of this task's test predictions `pred` (from `to_prediction`) and
+        targets, for the report and for ensembles; the store names each `<key>__<task>`.
+
+        This default, for kinds with one prediction per item: the predictions as float16 (`pred`), the
+        targets (`target`), and the gallery of the GALLERY_SIZE highest-loss test images (`gallery_index`,
+        `gallery_loss`, `gallery_x`; a few KB, kept in every cell, since which seeds finish is not known here).
+        """
+        return {"pred": pred.astype(np.float16), "target": target, **gallery(self.item_losses(pred, target), images)}
+
+    def example_drawings(self, arrays: dict[str, np.ndarray], task: str) -> tuple[np.ndarray, list[Drawing], list[Drawing]]:
+        """From a cell's stored arrays: its example test images (k, C, H, W) uint8, and what to draw over
+        each, the truth and the prediction (dense kinds' "dense_examples" panel)."""
+        raise self._missing("example_drawings")
 
     def describe(self, value: np.ndarray, predicted: bool = False) -> str:
         """A short caption of one target (or prediction) for image galleries."""
@@ -184,6 +215,17 @@ def make_spec(kind: str, **fields: Any) -> TaskSpec:
     return KINDS.get(kind)(**fields)
 
 
+def gallery(losses: np.ndarray, images: TakeImages) -> dict[str, np.ndarray]:
+    """The GALLERY_SIZE highest-loss items (ties: lowest index first): indices, losses and images (k, C, H, W)."""
+    idx = np.argsort(-losses, kind="stable")[:GALLERY_SIZE]
+    return {"gallery_index": idx, "gallery_loss": losses[idx].astype(np.float32), "gallery_x": images(idx)}
+
+
+def nan_for_none(values: list[float | None]) -> np.ndarray:
+    """Per-class scores with None (class absent) as NaN, float32, for storage in predictions.npz."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+
+
 def masked_mean(values: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
     """Mean of per-item values (B,) over the labelled items (B,) bool; 0 when none is labelled."""
     m = labelled.to(values.dtype)
@@ -191,4 +233,4 @@ def masked_mean(values: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
 
 
 # Importing the kind modules registers them.
-from bench.kinds import classification, regression  # noqa: E402,F401
+from bench.kinds import classification, detection, regression, segmentation  # noqa: E402,F401

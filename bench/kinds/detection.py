@@ -1,5 +1,5 @@
-"""Detection as plain functions: CenterNet-style target encoding, loss and decoding, mAP, validation,
-and how crop and flip move boxes. The `detection` kind class wraps these.
+"""The `detection` kind: boxes with classes. The kind class, and the plain functions it wraps:
+CenterNet-style target encoding, loss and decoding, mAP, validation, and how crop and flip move boxes.
 
 Targets are (N, M, 5) float32 rows [x1, y1, x2, y2, class] in pixels (x right, y down; x2, y2
 exclusive pixel edges), class 0..C-1, padded with rows whose class is -1 (anywhere in the M axis).
@@ -16,15 +16,23 @@ cut at r cells; overlapping objects take the maximum). Loss: the penalty-reduced
 over objects and divided by their number.
 Decoding: sigmoid, 3x3 max-pool peak picking, the top `candidates` peaks over all classes, boxes
 from size and offset, then torchvision.ops.batched_nms per image and class.
+
+Torch, torchvision and torchmetrics are imported inside the functions: the kinds package is imported
+by the report, which must not pay for them.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-import torchvision
+import numpy as np
+
+from bench.kinds import PERCENT, Drawing, FeatureInfo, TaskSpec, nan_for_none, register
+
+if TYPE_CHECKING:
+    import torch
 
 EXTRA_CHANNELS = 4  # size (w, h) + offset (x, y) after the C heatmap channels
 HEATMAP_BIAS = -math.log((1 - 0.1) / 0.1)  # -2.19: initial heatmap logit bias (CenterNet's prior 0.1)
@@ -44,6 +52,8 @@ def gaussian_radius(h: torch.Tensor, w: torch.Tensor, min_overlap: float = MIN_O
     The smallest of three quadratic roots; like the reference code it halves the roots (rather
     than dividing by 2a), a known quirk every CenterNet reimplementation keeps for comparability.
     """
+    import torch
+
     b1, c1 = h + w, w * h * (1 - min_overlap) / (1 + min_overlap)
     r1 = (b1 + torch.sqrt((b1**2 - 4 * c1).clamp(min=0))) / 2
     b2, c2 = 2 * (h + w), (1 - min_overlap) * w * h
@@ -62,6 +72,8 @@ def encode(boxes: torch.Tensor, *, classes: int, out_size: tuple[int, int], stri
     Static shapes and no host synchronisation, so it should run inside a captured CUDA graph
     (not yet tried on a GPU).
     """
+    import torch
+
     h, w = out_size
     valid = boxes[..., 4] >= 0
     cls = boxes[..., 4].long().clamp(min=0)
@@ -87,6 +99,9 @@ def loss_terms(out: torch.Tensor, boxes: torch.Tensor, labelled: torch.Tensor, *
     """Scalar heatmap (focal), size and offset (L1) losses of head output `out` (N, C + 4, h, w)
     against targets `boxes` (N, M, 5); images whose `labelled` (N,) bool is False contribute nothing.
     Each is normalised by the number of objects in labelled images (at least 1)."""
+    import torch
+    import torch.nn.functional as F
+
     out = out.float()
     classes = out.shape[1] - EXTRA_CHANNELS
     t = encode(boxes, classes=classes, out_size=out.shape[-2:], stride=stride)
@@ -117,6 +132,9 @@ def decode(out: torch.Tensor, *, stride: int, image_size: tuple[int, int], max_d
            candidates: int = 100, nms_iou: float = 0.5) -> torch.Tensor:
     """Head output (N, C + 4, h, w) -> detections (N, max_dets, 6) [x1, y1, x2, y2, score, class],
     best first, boxes in pixels clipped to image_size (H, W); padding rows [0, 0, 0, 0, 0, -1]."""
+    import torch
+    import torch.nn.functional as F
+
     out = out.float()
     n, classes, (h, w) = len(out), out.shape[1] - EXTRA_CHANNELS, out.shape[-2:]
     heat = torch.sigmoid(out[:, :classes])
@@ -135,6 +153,9 @@ def decode(out: torch.Tensor, *, stride: int, image_size: tuple[int, int], max_d
 
 def _nms_padded(boxes, scores, cls, classes: int, max_dets: int, nms_iou: float) -> torch.Tensor:
     """batched_nms over chunks of whole images (grouped by image and class), then the best max_dets per image."""
+    import torch
+    import torchvision
+
     n, k = scores.shape
     image = torch.arange(n, device=boxes.device)[:, None].expand(n, k).reshape(-1)
     flat_boxes, flat_scores, group = boxes.reshape(-1, 4), scores.reshape(-1), image * classes + cls.reshape(-1)
@@ -167,6 +188,7 @@ def metrics(pred: torch.Tensor, target: torch.Tensor, *, classes: int) -> dict:
     torchmetrics) sets -1 for such a class, even when it was predicted (its false positives then
     count nowhere), and leaves it out of the mean; a class absent from both never appears.
     """
+    import torch
     from torchmetrics.detection import MeanAveragePrecision
 
     m = MeanAveragePrecision(backend="faster_coco_eval", box_format="xyxy", iou_type="bbox",
@@ -198,14 +220,17 @@ def as_coco_dicts(rows: torch.Tensor, *, is_target: bool) -> list[dict[str, torc
 
 
 # ---- validation and geometry ---------------------------------------------------------------------
-def validate(boxes: torch.Tensor, *, image_size: tuple[int, int], classes: int, dataset: str) -> None:
-    """Refuse bad targets (N, M, 5): ValueError naming the dataset, the image index, the row and its values.
+def validate(boxes: torch.Tensor, *, image_size: tuple[int, int], classes: int, where: str) -> None:
+    """Refuse bad targets (N, M, 5): ValueError starting with `where` (e.g. "dataset digit_scenes
+    (train), task det") and naming the image index, the row and its values.
 
     Bad: a non-finite value; x2 <= x1 or y2 <= y1; a box outside the (H, W) image; a class that is
     not an integer in 0..classes-1 (padding rows, class -1, are skipped).
     """
+    import torch
+
     if boxes.ndim != 3 or boxes.shape[-1] != 5:
-        raise ValueError(f"dataset {dataset}: detection targets must be (N, M, 5), got {tuple(boxes.shape)}")
+        raise ValueError(f"{where}: detection targets must be (N, M, 5), got {tuple(boxes.shape)}")
     h, w = image_size
     x1, y1, x2, y2, c = boxes.float().unbind(-1)
     real = c != -1
@@ -219,12 +244,14 @@ def validate(boxes: torch.Tensor, *, image_size: tuple[int, int], classes: int, 
     for bad, what in checks:
         if bad.any():
             i, j = (int(v) for v in bad.nonzero()[0])
-            raise ValueError(f"dataset {dataset}: detection target of image {i}, box {j} {what}: "
+            raise ValueError(f"{where}: detection target of image {i}, box {j} {what}: "
                              f"[x1, y1, x2, y2, class] = {boxes[i, j].tolist()}")
 
 
 def flip(boxes: torch.Tensor, flipped: torch.Tensor, width: int) -> torch.Tensor:
     """Boxes (B, M, 5) of images mirrored left-right where `flipped` (B,) bool: x -> width - x."""
+    import torch
+
     mirrored = torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3], boxes[..., 4]], -1)
     move = flipped[:, None, None] & (boxes[..., 4:] >= 0)
     return torch.where(move, mirrored, boxes)
@@ -234,6 +261,8 @@ def crop(boxes: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int, imag
     """Boxes (B, M, 5) after the trainer's random crop: zero-pad by `pad`, take the (H, W) window at
     per-image offsets dy, dx (B,) in [0, 2 pad]. Content moves by (pad - dy, pad - dx); boxes are
     clipped to the image, and a box left with no area becomes padding (class -1)."""
+    import torch
+
     h, w = image_size
     shift_x = (pad - dx).to(boxes.dtype)[:, None]
     shift_y = (pad - dy).to(boxes.dtype)[:, None]
@@ -242,3 +271,112 @@ def crop(boxes: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int, imag
     alive = (boxes[..., 4] >= 0) & (x2 > x1) & (y2 > y1)
     moved = torch.stack([x1, y1, x2, y2, boxes[..., 4]], -1)
     return torch.where(alive[..., None], moved, torch.tensor([0, 0, 0, 0, -1], dtype=boxes.dtype, device=boxes.device))
+
+
+# ---- the kind ------------------------------------------------------------------------------------
+MAX_DETS = 20  # detections kept per image (digit scenes hold at most 4 objects)
+EXAMPLES = 6  # test images whose boxes the report draws (the first ones: the same in every cell)
+SHOWN_SCORE = 0.3  # detections drawn in the report's examples: score at least this
+
+
+@register("detection")
+@dataclass(frozen=True, kw_only=True)
+class Detection(TaskSpec):
+    """Boxes of `classes` object classes on `image_size` px square images; primary metric mAP@0.5.
+
+    Head: `centre_head` (two 1x1 convs with BN + ReLU between, as seed 003) predicting CenterNet's
+    (B, C + 4, h, w) map at the feature map's stride (image_size / h). Prediction: decoded detections
+    (N, MAX_DETS, 6) [x1, y1, x2, y2, score, class]. Distillation: MSE between the student's and the
+    teacher's raw head outputs (seed 003's logit distillation; its feature term is the strategy's).
+    Ensembles: none (averaging box lists needs box fusion, not an average), refused by the grid.
+    """
+
+    image_size: int  # px, the side of the square images the boxes lie on
+
+    primary = "map_50"
+    columns = (("map_50", "mAP@0.5 %"), ("map", "mAP@[.5:.95] %"))
+    display = PERCENT
+    panels = frozenset({"dense_per_class", "dense_examples"})
+    per_class = ("ap50_per_class", "AP@0.5 %")
+    required_arrays = ("pred", "target", "ap50_per_class", "example_index")
+
+    @property
+    def unit(self) -> str:
+        return "mAP@0.5 %"
+
+    @property
+    def out_channels(self) -> int:
+        return out_channels(self.classes)
+
+    def head(self, features: FeatureInfo, **cfg):
+        from bench.kinds.heads import centre_head
+
+        return centre_head(features, self.out_channels, self.classes, HEATMAP_BIAS, task=self.name, **cfg)
+
+    def loss(self, out, target, *, label_smoothing=0.0, labelled=None):
+        import torch
+
+        if labelled is None:
+            labelled = torch.ones(len(target), dtype=torch.bool, device=target.device)
+        return loss(out, target, labelled, stride=self.stride(out))  # label smoothing does not apply
+
+    def to_prediction(self, out):
+        return decode(out, stride=self.stride(out), image_size=(self.image_size, self.image_size), max_dets=MAX_DETS)
+
+    def distill(self, student, teacher, temperature=2.0):
+        import torch.nn.functional as F
+
+        return F.mse_loss(student.float(), teacher.float().detach())  # temperature unused
+
+    def unflip_output(self, out):
+        """Heatmaps and sizes mirror with the map; a centre at x + o cells mirrors to cell w - 1 - x
+        with offset 1 - o (exact unless o = 0, where it lands one cell over)."""
+        out = out.flip(-1).clone()
+        out[:, self.classes + 2] = 1 - out[:, self.classes + 2]
+        return out
+
+    def flip_target(self, target, flipped, width):
+        return flip(target, flipped, width)
+
+    def crop_target(self, target, dy, dx, pad):
+        return crop(target, dy, dx, pad, (self.image_size, self.image_size))
+
+    def placeholder(self, like, n):
+        import torch
+
+        empty = torch.tensor([0, 0, 0, 0, -1], dtype=like.dtype)  # a padding row: no object
+        return empty.expand(n, like.shape[1], 5).clone()
+
+    def check_targets(self, target, *, image_size, where):
+        validate(target, image_size=(image_size, image_size), classes=self.classes, where=f"{where}, task {self.name}")
+
+    def metrics(self, pred, target):
+        r = self._coco(pred, target)
+        return {"map_50": r["map_50"], "map": r["map"]}
+
+    def stored_arrays(self, pred, target, images):
+        """The detections as box lists (`pred`, (N, MAX_DETS, 6) float32, padding class -1), the targets,
+        AP@0.5 per class (C,) (NaN: no ground truth), and the first EXAMPLES test images."""
+        idx = np.arange(min(EXAMPLES, len(pred)))
+        return {"pred": pred.astype(np.float32), "target": target.astype(np.float32),
+                "ap50_per_class": nan_for_none(self._coco(pred, target)["ap50_per_class"]),
+                "example_index": idx, "example_x": images(idx)}
+
+    def example_drawings(self, arrays, task):
+        idx = arrays[f"example_index__{task}"]
+        pred, target = arrays[f"pred__{task}"][idx], arrays[f"target__{task}"][idx]
+        truths = [Drawing(boxes=t[t[:, 4] >= 0]) for t in target]
+        preds = [Drawing(boxes=p[(p[:, 5] >= 0) & (p[:, 4] >= SHOWN_SCORE)]) for p in pred]
+        return arrays[f"example_x__{task}"], truths, preds
+
+    def stride(self, out: torch.Tensor) -> int:
+        """Input pixels per cell of the head's output map (B, C + 4, h, w)."""
+        h = out.shape[-1]
+        if self.image_size % h:
+            raise ValueError(f"task {self.name}: a {h}x{h} output map does not divide the {self.image_size} px image")
+        return self.image_size // h
+
+    def _coco(self, pred: np.ndarray, target: np.ndarray) -> dict:
+        import torch
+
+        return metrics(torch.from_numpy(pred), torch.from_numpy(target), classes=self.classes)

@@ -5,7 +5,8 @@ optionally followed by a trunk that turns the map into a vector (B, vector_dim):
 flatten + classifier MLP, for the dual-stream net its fusion layer. The trunk is shared by every
 head that reads a vector (classification, regression); dense heads read the map. Models expose
 one seam, `forward(x) -> {task: output}`, plus `param_groups()` naming which parameters are
-shared and which belong to each task, so strategies never reach into a model's internals, and
+shared and which belong to each task ("backbone", "shared" or finer "shared/<part>", "head/<task>"),
+so strategies never reach into a model's internals, and
 `forward_features(x) -> (outputs, features)` giving also the representation the heads read, for
 methods that work on it (MGDA-UB, feature distillation). Heads come from the task kinds
 (`TaskSpec.head`, bench/kinds).
@@ -67,6 +68,32 @@ class Backbone(nn.Module):
         return FeatureInfo(channels=self.channels, stride=self.stride, vector_dim=self.vector_dim,
                            image_size=self.image_size)
 
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """(channels, h, w) of the input, then of every stage's output, for one `image_size` image.
+
+        From a dry run in eval mode without gradients (no batch statistics, no random numbers), for
+        modules that size themselves per stage (MTAN's attention) or on the input (MMoE's gates).
+        The input's channels are read from the first convolution; ValueError when there is none.
+        """
+        first = next((m for m in self.stages.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise ValueError("this backbone's stages have no Conv2d to read the input channels from")
+        param = next(self.parameters())
+        x = torch.zeros(1, first.in_channels, self.image_size, self.image_size, device=param.device, dtype=param.dtype)
+        training = self.training
+        self.eval()
+        with torch.no_grad():
+            outs = self.forward_stages(x)
+        self.train(training)
+        return [tuple(x.shape[1:]), *(tuple(o.shape[1:]) for o in outs)]
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named groups of the backbone's parameters: "backbone" (the stages) and "shared" (the trunk).
+        A family may split them finer as "<group>/<part>" (onehead: "shared/neck", "shared/late", ...);
+        learning-rate factors given for "shared" then apply to every "shared/<part>" (bench.trainer)."""
+        return {"backbone": list(self.stages.parameters()),
+                "shared": list(self.trunk.parameters()) if self.trunk is not None else []}
+
     def units(self) -> list[nn.Module]:
         """Stages then the trunk: the positions a cross-stitch unit can follow (1-based)."""
         return [*self.stages, *([self.trunk] if self.trunk is not None else [])]
@@ -119,6 +146,8 @@ class MultiHeadNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.heads = make_heads(backbone.features(), specs, heads or {})
+        if not any(h.reads == "vector" for h in self.heads.values()):
+            backbone.trunk = None  # every head reads the map (dense tasks): a trunk would never train
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_features(x)[0]
@@ -129,10 +158,7 @@ class MultiHeadNet(nn.Module):
         return apply_heads(self.heads, self.backbone.trunk, self.backbone(x))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {
-            "backbone": list(self.backbone.stages.parameters()),
-            "shared": list(self.backbone.trunk.parameters()) if self.backbone.trunk is not None else [],
-        }
+        groups = self.backbone.param_groups()
         groups.update({f"head/{t}": list(h.parameters()) for t, h in self.heads.items()})
         return groups
 
@@ -176,6 +202,9 @@ class CrossStitchNet(nn.Module):
         self.stitches = nn.ModuleDict({str(s): CrossStitchUnit(len(self.tasks), self_weight) for s in self.stitch_after})
         features = self.columns[0].features()
         self.heads = nn.ModuleDict({t: make_heads(features, {t: specs[t]}, heads or {})[t] for t in self.tasks})
+        for column, t in zip(self.columns, self.tasks):
+            if self.heads[t].reads == "map":
+                column.trunk = None  # this task's head reads the map: its column's trunk would never train
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_features(x)[0]
@@ -183,20 +212,15 @@ class CrossStitchNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], Features]:
         """The outputs, and what each task's head reads from its own column ("<task>/map" or
         "<task>/vector"): after the last stitch, no representation is shared by all tasks."""
-        columns = [c.units() for c in self.columns]
-        n_stages = len(self.columns[0].stages)
-        hs, maps = [x] * len(self.tasks), None
-        for i in range(len(columns[0])):
-            if i == n_stages:
-                maps = hs  # each column's feature map, before its trunk
-            hs = [units[i](h) for units, h in zip(columns, hs)]
+        hs = [x] * len(self.tasks)
+        for i in range(len(self.columns[0].stages)):  # stitches follow stages only, never the trunk (the last unit)
+            hs = [c.stages[i](h) for c, h in zip(self.columns, hs)]
             if str(i + 1) in self.stitches:
                 hs = self.stitches[str(i + 1)](hs)
-        maps = hs if maps is None else maps
         out, features = {}, {}
-        for t, m, v in zip(self.tasks, maps, hs):
+        for t, column, m in zip(self.tasks, self.columns, hs):
             head = self.heads[t]
-            features[f"{t}/{head.reads}"] = v if head.reads == "vector" else m
+            features[f"{t}/{head.reads}"] = column.trunk(m) if head.reads == "vector" else m
             out[t] = head(features[f"{t}/{head.reads}"])
         return out, features
 
@@ -214,4 +238,4 @@ def count_params(model: nn.Module) -> int:
 
 
 # Importing the backbone modules registers them.
-from bench.models import alexnet, convnet, dual_stream  # noqa: E402,F401
+from bench.models import alexnet, convnet, dual_stream, onehead  # noqa: E402,F401

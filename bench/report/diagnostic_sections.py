@@ -19,7 +19,7 @@ MASK_DIAGONAL_ABOVE = 20  # above this many classes, confusion matrices mask the
 TOP_PAIRS = 10  # confused class pairs listed per strategy
 
 
-def _strategy_cells(d: ReportData, ds: str, task: str) -> dict[str, list[str]]:
+def strategy_cells(d: ReportData, ds: str, task: str) -> dict[str, list[str]]:
     """strategy -> its cells predicting `task`, lowest seed first, in report order."""
     return {s: [r.cell for r in cells] for s in d.strategies(ds) if (cells := d.cells(ds, s, task))}
 
@@ -37,7 +37,7 @@ def _class_names(spec: TaskSpec) -> list[str]:
 def confusion_matrices(d: ReportData) -> str:
     parts = []
     for ds, task, spec in d.tasks(lambda s: "confusion" in s.panels):
-        mats = {s: sum(_confusions(d, cells, task, spec)) for s, cells in _strategy_cells(d, ds, task).items()}
+        mats = {s: sum(_confusions(d, cells, task, spec)) for s, cells in strategy_cells(d, ds, task).items()}
         masked = spec.classes > MASK_DIAGONAL_ABOVE
         path = figures.confusion_panels(d.fig_dir / f"confusion_{ds}_{task}.png",
                                         f"{ds} / {task}: test confusion, % of each true class, seeds pooled"
@@ -66,7 +66,7 @@ def _confusion_pairs(d: ReportData, name: str, mats: dict[str, np.ndarray], spec
 def per_class_accuracy(d: ReportData) -> str:
     parts = []
     for ds, task, spec in d.tasks(lambda s: "per_class" in s.panels and s.classes > MANY_CLASSES):
-        cms = {s: _confusions(d, cells, task, spec) for s, cells in _strategy_cells(d, ds, task).items()}
+        cms = {s: _confusions(d, cells, task, spec) for s, cells in strategy_cells(d, ds, task).items()}
         accs = {s: D.per_class_accuracy(sum(m))[0] for s, m in cms.items()}
         support = next(iter(cms.values()))[0].sum(1)  # every cell predicts the same test set
         path = figures.per_class_accuracy(d.fig_dir / f"per_class_{ds}_{task}.png",
@@ -84,7 +84,7 @@ def per_class_accuracy(d: ReportData) -> str:
 def residual_diagnostics(d: ReportData) -> str:
     parts = []
     for ds, task, spec in d.tasks(lambda s: "residuals" in s.panels):
-        res = {s: [D.residuals(*d.arrays(c, task)) for c in cells] for s, cells in _strategy_cells(d, ds, task).items()}
+        res = {s: [D.residuals(*d.arrays(c, task)) for c in cells] for s, cells in strategy_cells(d, ds, task).items()}
         path = figures.residuals(d.fig_dir / f"residuals_{ds}_{task}.png",
                                  f"{ds} / {task}: test residuals, seeds pooled",
                                  {s: np.concatenate(r) for s, r in res.items()})
@@ -117,7 +117,7 @@ def _residual_table(d: ReportData, name: str, res: dict[str, list[np.ndarray]]) 
 def hardest_examples(d: ReportData) -> str:
     parts = []
     for ds, task, spec in d.tasks(lambda s: "hardest" in s.panels):
-        rows = {s: _first_gallery(d, cells, task, spec) for s, cells in _strategy_cells(d, ds, task).items()}
+        rows = {s: _first_gallery(d, cells, task, spec) for s, cells in strategy_cells(d, ds, task).items()}
         rows = {s: r for s, r in rows.items() if r}
         if rows:
             path = figures.gallery(d.fig_dir / f"hardest_{ds}_{task}.png",

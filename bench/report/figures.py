@@ -271,8 +271,9 @@ def _grid(panels: int, height: float, *, left: float = 0.5, bottom: float = 0.45
 
 
 def _save(fig, path: Path) -> Path:
-    """Save and close. No tight_layout or layout engine: each figure sets its margins (see `_grid`), as
-    their extra pass over the text took about half of a report's time."""
+    """Save and close. No tight_layout: the figures set their margins (see `_grid`), or ask for the
+    constrained layout when they are drawn rarely (panel_lines, dense_examples); a layout pass over
+    the text took about half of a report's time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -298,3 +299,88 @@ def ensemble_members(path: Path, title: str, panels: dict[str, dict[str, tuple[l
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def panel_lines(path: Path, title: str, panels: dict[str, dict[str, pd.Series]], *, ylabel: str,
+                log: bool = False, hline: float | None = None, ylim: tuple[float, float] | None = None,
+                empty: str = "no values") -> Path:
+    """Small multiples: one panel per entry, one line per series through its measured values.
+
+    panels: entry -> label -> series indexed by epoch from 0 (drawn from 1; NaN where an epoch has
+    no value, e.g. no cosine measured in it). `log` puts the y axis on a log scale when every value
+    is positive; a panel whose series are all missing says `empty` instead of drawing.
+    """
+    cols = min(len(panels), PANELS_PER_ROW)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False, sharey=ylim is not None,
+                             layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, lines) in zip(axes.flat, panels.items()):
+        drawn = {k: s.dropna() for k, s in lines.items() if s.notna().any()}
+        for label, series in drawn.items():
+            ax.plot(series.index + 1, series.values, label=label, marker=".", ms=3)
+        if not drawn:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+        elif log and all((s > 0).all() for s in drawn.values()):
+            ax.set_yscale("log")
+        if hline is not None:
+            ax.axhline(hline, color="black", lw=0.7)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    handles = next((ax.get_legend_handles_labels() for ax in axes.flat if ax.get_legend_handles_labels()[0]), None)
+    if handles:
+        fig.legend(*handles, loc="upper right", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+CLASS_COLOURS = plt.get_cmap("tab10")  # class c of boxes, mask value c (c - 1: 0 is background)
+
+
+def dense_examples(path: Path, title: str, images: np.ndarray, rows: dict[str, list], label) -> Path:
+    """One strip per entry of `rows` (the truth first, then one per strategy: `kinds.Drawing`s, one per
+    example image (k, C, H, W) uint8): the images in grey side by side, each row's class maps painted
+    over them (background clear) and its boxes drawn, labelled label(class) and their score if any.
+    A strip is one image (as in `gallery`), so a figure of many examples renders quickly."""
+    strip, step = _strip(list(images))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.9 * len(images) + 0.8, 1.25 * len(rows)), squeeze=False,
+                             layout="constrained")
+    for ax, (name, drawings) in zip(axes[:, 0], rows.items()):
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        masks = [d.mask for d in drawings]
+        if all(m is not None for m in masks):
+            ax.imshow(_mask_colours(np.concatenate([np.pad(m, ((0, 0), (0, step - m.shape[1]))) for m in masks], 1)),
+                      interpolation="nearest")
+        for n, d in enumerate(drawings):
+            _boxes(ax, d.boxes if d.boxes is not None else [], n * step, label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+        ax.set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _mask_colours(mask: np.ndarray) -> np.ndarray:
+    """(H, W) class map -> (H, W, 4) RGBA: class c > 0 in colour c - 1, background transparent."""
+    m = mask.astype(int)
+    colours = CLASS_COLOURS((m - 1) % 10)
+    colours[..., 3] = np.where(m > 0, 0.6, 0.0)
+    return colours
+
+
+def _boxes(ax, boxes, x0: int, label) -> None:
+    """Rows [x1, y1, x2, y2, (score,) class] as rectangles, shifted right by x0 pixels."""
+    from matplotlib.patches import Rectangle
+
+    for row in boxes:
+        x1, y1, x2, y2, cls = *row[:4], int(row[-1])
+        colour = CLASS_COLOURS(cls % 10)
+        ax.add_patch(Rectangle((x0 + x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.0, edgecolor=colour))
+        ax.text(x0 + x1, y1 - 0.5, label(cls) + (f" {row[4]:.2f}" if len(row) == 6 else ""), fontsize=4.5,
+                color="white", va="bottom", bbox={"facecolor": colour, "pad": 0.3, "lw": 0})

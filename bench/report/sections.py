@@ -10,13 +10,16 @@ from __future__ import annotations
 from bench.report.comparison_section import against_stl
 from bench.report.curves_section import training_curves
 from bench.report.data import ReportData  # noqa: F401  (what a section receives)
+from bench.report.dense_section import dense_tasks
 from bench.report.diagnostic_sections import (confusion_matrices, hardest_examples, per_class_accuracy,
                                               residual_diagnostics)
 from bench.report.ensemble_section import ensembles
 from bench.report.forgetting_section import forgetting
+from bench.report.protocol import numerics, reference_comparison
 from bench.report.results_sections import (appendix, classification_details, failures, header, reproduce,
                                            stale_cells, summary_tables)
+from bench.report.weighting_section import weighting
 
-SECTIONS = [header, summary_tables, against_stl, ensembles, classification_details, confusion_matrices,
-            per_class_accuracy, residual_diagnostics, hardest_examples, training_curves, forgetting, failures,
-            stale_cells, appendix, reproduce]
+SECTIONS = [header, summary_tables, against_stl, reference_comparison, numerics, ensembles, classification_details,
+            confusion_matrices, per_class_accuracy, residual_diagnostics, hardest_examples, dense_tasks,
+            training_curves, forgetting, weighting, failures, stale_cells, appendix, reproduce]

@@ -10,7 +10,8 @@ become one update. The trainer holds one method per `fit` and calls it once per 
 
 `losses` (T,) are the unweighted task losses; `shared` the trainable parameters more than one task
 reads, `specific` the others (the heads); `features` the tensors the task-specific parts read (the
-trunk's output z (B, D), or one per cross-stitch column), passed whenever the model exposes them;
+trunk's output z (B, D), or one per task for cross-stitch, MTAN and MMoE; `model.forward_features`),
+which the trainer computes only for a method that declares `uses_features`;
 `extra` an additional scalar loss (distillation) added with weight 1. `backward` leaves the gradients
 in `.grad` (accumulating, like `Tensor.backward`), frees the graph, and returns the effective weight
 on each task's gradient this step, for the history (nan where an aggregator has none). Every method
@@ -26,7 +27,7 @@ model (cross-stitch has none shared by all tasks), so the shared-parameter path 
 
 `graph_safe` says whether `backward` may be captured in a CUDA graph (no host sync, no CPU solver,
 no private generator); `needs_features` that it raises without `features`. `task_gradient_cosines`
-measures gradient conflict for the report. Left out of torchjd 0.18's aggregators: its CAGrad
+measures gradient conflict for the report (`probe.py` runs it every N steps of training). Left out of torchjd 0.18's aggregators: its CAGrad
 (needs cvxpy and clarabel; `cagrad` here solves the same dual with scipy) and NashMTL (cvxpy, ecos);
 MoDo and SDMGrad (need two or three independent batches per step); CR-MOGM (a smoothing wrapper, not
 a method); Mean, Sum, Constant and Random (the same updates as `equal` and `rlw`, at T times the cost).
@@ -49,9 +50,10 @@ class Weighting(nn.Module):
     """Base of every method; by itself fixed weights: the suite's `loss_weights`, `base` (T,)."""
 
     graph_safe: ClassVar[bool] = True
+    uses_features: ClassVar[bool] = False  # reads `features` when given; the trainer computes them only then
     needs_features: ClassVar[bool] = False
-    jac_chunk: ClassVar[int | None] = None  # Jacobian rows differentiated at once (torchjd's
-    # parallel_chunk_size): None, all T in one vmapped backward; 1, a loop without torch.vmap
+    jac_chunk: int | None = None  # Jacobian rows differentiated at once (torchjd's parallel_chunk_size):
+    # None, all T in one vmapped backward; 1, a loop without torch.vmap (the trainer sets it per device)
 
     def __init__(self, base: Tensor, seed: int = 0):
         super().__init__()
@@ -106,6 +108,16 @@ def task_gradient_cosines(losses: Tensor, shared: Sequence[Tensor], chunk: int |
     gram = gramian(rows)
     norms = gram.diagonal().clamp_min(0).sqrt()
     return gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gram.dtype).tiny)
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(shared, specific) trainable parameters of a model from its `param_groups()`: the `head/<task>`
+    groups are task-specific, every other group (backbone, shared, shared/<part>) is read by more than
+    one task."""
+    shared, specific = [], []
+    for name, params in model.param_groups().items():
+        (specific if name.startswith("head/") else shared).extend(p for p in params if p.requires_grad)
+    return shared, specific
 
 
 def gramian(rows: Sequence[Tensor]) -> Tensor:

@@ -88,10 +88,11 @@ class MGDAUB(Weighting):
     """MGDA-UB (Sener and Koltun, NeurIPS 2018): MGDA's min-norm weights alpha (T,) from the gradients
     on the shared features Z (e.g. (B, D); Jacobian (T, B, D)) instead of the shared parameters (an
     upper bound, T backward passes through the heads only); the shared parameters then get
-    grad sum_i alpha_i b_i L_i, back-propagated through Z."""
+    grad sum_i alpha_i b_i L_i, back-propagated from the losses (exact also where the features are
+    not a cut, e.g. a map and the trunk's vector computed from it, read by different heads)."""
 
     graph_safe = False
-    needs_features = True
+    uses_features = needs_features = True
 
     def __init__(self, base: Tensor, seed: int = 0, *, epsilon: float = 1e-3, max_iters: int = 100):
         super().__init__(base, seed)
@@ -105,11 +106,10 @@ class MGDAUB(Weighting):
         weighted, feats, shared = losses * self.base, list(features), list(shared)
         _own_gradients(weighted, shared, list(specific), extra)
         rows = autojac.jac(weighted, feats, retain_graph=True, parallel_chunk_size=self.jac_chunk)  # (T, *z.shape)
-        alpha = self.solver(gramian(rows))  # (T,)
+        alpha = self.solver(gramian(rows)).detach()  # (T,)
         if shared:
-            grads = [torch.tensordot(alpha.to(r.dtype), r, dims=1) for r in rows]
-            torch.autograd.backward(feats, grad_tensors=grads, inputs=shared)
-        return alpha.detach() * self.base
+            torch.autograd.backward((alpha.to(weighted.dtype) * weighted).sum(), inputs=shared)
+        return alpha * self.base
 
 
 class _CAGradWeighting(jda.Weighting):

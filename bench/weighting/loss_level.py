@@ -106,6 +106,7 @@ class GradNorm(Weighting):
     """
 
     floor: ClassVar[float] = 1e-3  # smallest weight before renormalising
+    uses_features = True  # norms on the features the heads read: a backward through the heads only
 
     def __init__(self, base: Tensor, seed: int = 0, *, alpha: float = 1.5):
         super().__init__(base, seed)
