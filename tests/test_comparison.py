@@ -214,7 +214,7 @@ def test_no_matched_stl_rather_than_unlike_models(tmp_path):
     (rows,) = markdown_tables(section(_report(tmp_path), "Results"))
     conv = rows[1]
     assert conv["delta_m %"] == "no matched STL" and conv["vs STL"] == "no matched STL"
-    assert "no single-task entry with backbone convnet(widths=[8]) trains cls" in conv["notes"]
+    assert conv["notes"].endswith("no single-task entry with backbone convnet(widths=[8]) (cls, reg)")
 
 
 def test_single_task_subsets_are_the_joint_rows_references(tmp_path):

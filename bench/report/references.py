@@ -29,6 +29,14 @@ class Match:
     strategy: str
     references: dict[str, str] = field(default_factory=dict)  # task -> reference entry id
     unmatched: dict[str, str] = field(default_factory=dict)  # task -> why it has no matched reference
+
+    @property
+    def unmatched_notes(self) -> list[str]:
+        """One line per reason, naming its tasks: "no single-task entry with backbone X (a, b, c)"."""
+        reasons: dict[str, list[str]] = {}
+        for task, why in self.unmatched.items():
+            reasons.setdefault(why, []).append(task)
+        return [f"{why} ({', '.join(tasks)})" for why, tasks in reasons.items()]
     flags: tuple[str, ...] = ()  # differences that remain between the row and its references
     paired: bool = True  # its seeds pair with the reference's; False for a combined (seed-less) entry
 
@@ -76,7 +84,7 @@ def _explicit(d: ReportData, dataset: str, ids: tuple[str, ...], task: str) -> t
     for sid in ids:
         if d.cells(dataset, sid, task) and d.single_task(sid, dataset):
             return sid, ""
-    return None, f"reference {' / '.join(ids)} has no finished single-task cell for {task}"
+    return None, f"reference {' / '.join(ids)} has no finished single-task cell of the task"
 
 
 def _automatic(d: ReportData, dataset: str, trained: list[Record], task: str) -> tuple[str | None, str]:
@@ -84,11 +92,11 @@ def _automatic(d: ReportData, dataset: str, trained: list[Record], task: str) ->
     or (None, why there is none)."""
     candidates = [s for s in d.strategies(dataset) if d.single_task(s, dataset) and d.cells(dataset, s, task)]
     if not candidates:
-        return None, f"no single-task entry trains {task}"
+        return None, "no single-task entry trains the task"
     backbone = _common([_backbone(r) for r in trained])
     same = [s for s in candidates if _common([_backbone(r) for r in d.cells(dataset, s, task)]) == backbone]
     if not same:
-        return None, f"no single-task entry with backbone {_backbone_name(backbone)} trains {task}"
+        return None, f"no single-task entry with backbone {_backbone_name(backbone)}"
     budget = _budget(d, trained)
     return next((s for s in same if _budget(d, d.cells(dataset, s, task)) == budget), same[0]), ""
 

@@ -127,8 +127,7 @@ def _result_row(d: ReportData, ds: str, sid: str) -> dict[str, str]:
     line["train s"] = fmt_mean_std([sum(r.train_seconds for r in rs) for rs in per_seed.values()], 1, 1)
     line["img/s"] = fmt_mean_std([r.images_per_second for r in records], 1, 0)
     line["n"] = str(len(per_seed))
-    unmatched = list(dict.fromkeys(m.unmatched.values())) if m else []
-    line["notes"] = "; ".join(_notes(d, records) + list(m.flags if m else ()) + unmatched)
+    line["notes"] = "; ".join(_notes(d, records) + list(m.flags if m else ()) + (m.unmatched_notes if m else []))
     return line
 
 
