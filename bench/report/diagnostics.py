@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from bench.kinds import TaskSpec
 
@@ -57,6 +56,8 @@ def shapiro_sample(r: np.ndarray) -> np.ndarray:
 
 def residual_stats(r: np.ndarray) -> dict[str, float]:
     """Mean, std (ddof=1), skewness, excess kurtosis (Fisher; 0 for a normal) and Shapiro-Wilk p of `r`."""
+    from scipy import stats  # here, not at the top: only regression tasks pay for importing scipy.stats (~1 s)
+
     sample = shapiro_sample(r)
     return {"n": len(r), "mean": float(r.mean()), "std": float(r.std(ddof=1)),
             "skewness": float(stats.skew(r)), "kurtosis": float(stats.kurtosis(r)),
