@@ -3,6 +3,7 @@
 # make validate SUITE=...        check a suite without running it
 # make report SUITE=...          rebuild the report from results/
 # make perf-cli                  time the commands where nothing trains (validate, a small run); a benchmark
+# make perf-report SUITE=...     time `bench report` (fresh interpreters; a benchmark, not a test)
 # make perf-pool                 wall time of --executor local --workers $(WORKERS) vs inline on the CPU smoke suites
 # make slurm-up / slurm-down      a one-node SLURM on this machine for the SLURM tests (root; installs it)
 # PYTHON=python3 uses an existing interpreter instead of .venv (e.g. a GPU machine without internet).
@@ -19,7 +20,7 @@ else
 SETUP :=
 endif
 
-.PHONY: bench test validate report perf perf-cli perf-pool clean-results slurm-up slurm-down slurm-status
+.PHONY: bench test validate report perf perf-cli perf-report perf-pool clean-results slurm-up slurm-down slurm-status
 
 bench: $(SETUP)
 	$(PYTHON) -m bench run $(SUITE) $(ARGS)
@@ -44,6 +45,9 @@ perf: $(SETUP)
 
 perf-cli: $(SETUP)
 	$(PYTHON) scripts/perf_cli.py $(ARGS)
+
+perf-report: $(SETUP)
+	$(PYTHON) scripts/perf_report.py $(SUITE) $(ARGS)
 
 perf-pool: $(SETUP)
 	$(PYTHON) -m bench.perf_executors $(POOL_SUITES) --workers $(WORKERS)

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_one_cell(path, args, console)
     if args.command == "report" and not path.exists():
         return _report_from_store(path, args, console)
+    if args.command == "report" and path.is_file() and (code := _report_from_manifest(path, args, console)) is not None:
+        return code
     if args.command == "status" and not path.exists():
         return _status(path.stem, None, args, console)
     try:
@@ -211,14 +213,63 @@ def _log_path(store, cell: str) -> Path:
 
 
 def _report(suite, grid: list, args, console: Console, run_seconds: float | None = None) -> Path:
-    """The report of the store, with staleness against the suite's cells now (its file exists)."""
+    """The report of the store, with staleness against the suite's cells now (its file exists).
+
+    `bench report` also records the suite's manifest in an existing store whose manifest is missing
+    or was written from another version of the suite file or harness, as `bench run` does, so that
+    the next report can take `_report_from_manifest`'s path.
+    """
     from bench.grid import manifest
     from bench.report import write_report
+    from bench.store import Store
 
-    path = write_report(Path(args.results), suite.name, Path(args.reports), current_keys={c.name: c.key for c in grid},
-                        manifest=manifest(suite, grid), run_seconds=run_seconds, command=_command(args))
+    now = manifest(suite, grid)
+    store = Store(args.results, suite.name)
+    if args.command == "report" and store.dir.is_dir() and _stored_fingerprint(store) not in (now.fingerprint, DAMAGED):
+        store.write_manifest(now)
+    path = write_report(Path(args.results), suite.name, Path(args.reports), current_keys=dict(now.keys),
+                        manifest=now, run_seconds=run_seconds, command=_command(args))
     console.print(f"report: {path}")
     return path
+
+
+DAMAGED = "damaged"  # a manifest the report names as damaged; `bench run` rewrites it
+
+
+def _stored_fingerprint(store) -> str | None:
+    """The fingerprint of the store's manifest ("" for one written without), None when it has none."""
+    from bench.record import RecordError
+
+    try:
+        stored = store.manifest()
+    except RecordError:
+        return DAMAGED
+    return stored.fingerprint if stored else None
+
+
+def _report_from_manifest(suite_path: Path, args, console: Console) -> int | None:
+    """`bench report` without parsing the suite (which imports the training side, torch), when the
+    store's manifest was written from this very suite file and harness (`record.suite_fingerprint`):
+    then the keys it lists are the suite's keys now. None when that cannot be told: the caller parses."""
+    import yaml
+
+    from bench.record import suite_fingerprint
+    from bench.store import Store
+
+    try:
+        raw = yaml.safe_load(suite_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # the full path reports it
+    name = str(raw.get("name", suite_path.stem)) if isinstance(raw, dict) else suite_path.stem
+    store = Store(args.results, name)
+    if _stored_fingerprint(store) != suite_fingerprint(suite_path):
+        return None
+    from bench.report import write_report
+
+    path = write_report(Path(args.results), name, Path(args.reports), current_keys=dict(store.manifest().keys),
+                        command=_command(args))
+    console.print(f"report: {path}")
+    return 0
 
 
 def _figures(report: Path | None) -> list[Path]:

@@ -153,6 +153,9 @@ class Suite:
     train: TrainConfig
     train_keys: tuple[str, ...] = ()  # the train settings the suite's own `train:` sets (the rest: defaults)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # entry id -> the single-task entries it is compared with (its `reference:`); report-only, in no key.
+    # Not `reference` below: that one is a protocol suite's published numbers (report/protocol.py).
+    baselines: dict[str, tuple[str, ...]] = field(default_factory=dict)
     reference: Reference = field(default_factory=Reference)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -203,7 +206,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
     train = _train_config(raw.get("train", {}), "train")
     backbone = _plugin(raw.get("backbone", "alexnet_cifar"), "backbone", BACKBONES)
     datasets = _datasets(raw["datasets"], DATASETS)
-    strategies = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
+    strategies, baselines = _strategies(raw["strategies"], STRATEGIES, BACKBONES)
     _check_members(strategies, STRATEGIES)
     seeds = _seeds(raw["seeds"])
     for i, st in enumerate(strategies):
@@ -226,6 +229,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
         train=train,
         train_keys=tuple(_mapping(raw.get("train", {}), "train")),
         tracking=_tracking(raw.get("tracking")),
+        baselines=_baselines(baselines, strategies, datasets, STRATEGIES),
         reference=_reference(raw.get("reference"), strategies, datasets),
         slurm=slurm_config(raw.get("slurm") or {}, "slurm"),
     )
@@ -418,13 +422,14 @@ def _union(name: str, body: dict, registry: Registry, where: str) -> DatasetConf
     return DatasetConfig(name=name, tasks=tuple(owner), parts=tuple(parts), train=train)
 
 
-STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train", "weighting")
+STRATEGY_KEYS = ("name", "id", "tasks", "backbone", "train", "weighting", "reference")
 
 
-def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[StrategyConfig, ...]:
+def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tuple[StrategyConfig, ...], dict[int, Any]]:
+    """The entries, and each entry's raw `reference:` by position (checked by `_baselines`)."""
     if not isinstance(raw, list) or not raw:
         raise ValueError("strategies: expected a non-empty list; valid names: " + ", ".join(registry.names()))
-    out, seen = [], set()
+    out, seen, baselines = [], set(), {}
     for i, entry in enumerate(raw):
         entry = {"name": entry} if isinstance(entry, str) else dict(_mapping(entry, f"strategies[{i}]"))
         name = entry.pop("name", None)
@@ -446,6 +451,8 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             backbone = _plugin(backbone, f"{where}.backbone", backbones)
         train = entry.pop("train", {})
         _check_overrides(train, f"{where}.train")
+        if "reference" in entry:
+            baselines[i] = entry.pop("reference")
         weighting = _weighting(entry.pop("weighting", "equal"), f"{where}.weighting", name, registry)
         check_params(registry.get(name), entry, where)
         try:  # the strategy's own value checks; its messages start with the parameter's name
@@ -456,7 +463,34 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[Stra
             id=sid, name=name, params=entry, backbone=backbone, train=train,
             tasks=tuple(tasks) if tasks else None, weighting=weighting,
         ))
-    return tuple(out)
+    return tuple(out), baselines
+
+
+def _baselines(raw: dict[int, Any], strategies: tuple[StrategyConfig, ...], datasets: tuple[DatasetConfig, ...],
+                registry: Registry) -> dict[str, tuple[str, ...]]:
+    """`reference: <id>` or `[<id>, ...]` on a multi-task entry: the single-task entries (one model
+    per task: `stl`, or a training entry whose `tasks` are one task) the report compares it with."""
+    def single(st: StrategyConfig) -> bool:
+        strategy = registry.get(st.name)(**st.params)
+        one_task = all(len(st.tasks or ds.tasks) == 1 for ds in datasets)
+        return strategy.members() is None and (not strategy.multi_task or one_task)
+
+    valid = [st.id for st in strategies if single(st)]
+    out = {}
+    for i, value in raw.items():
+        where, st = f"strategies[{i}].reference", strategies[i]
+        ids = [value] if isinstance(value, str) else value
+        if not isinstance(ids, list) or not ids or not all(isinstance(x, str) for x in ids):
+            raise ValueError(f"{where}: expected an entry id or a non-empty list of them (quote an id YAML reads "
+                             f"as a boolean or a number); valid: {', '.join(valid) or '(none)'}")
+        if single(st):
+            raise ValueError(f"{where}: {st.id!r} is itself single-task; only multi-task entries take a reference")
+        for sid in ids:
+            if sid not in valid:
+                raise ValueError(f"{where}: {sid!r} is not a single-task training entry of this suite; "
+                                 f"valid: {', '.join(valid) or '(none)'}")
+        out[st.id] = tuple(ids)
+    return out
 
 
 def _weighting(raw: Any, where: str, strategy: str, strategies: Registry) -> PluginConfig:

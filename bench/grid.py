@@ -276,9 +276,11 @@ def manifest(suite: Suite, cells: list[Cell]) -> R.Manifest:
         strategy = STRATEGIES.get(st.name)(**st.params)
         members = strategy.members()
         entries.append(R.Entry(id=st.id, name=st.name, multi_task=strategy.multi_task,
-                               of=members.of if members else None, seeds=tuple(members.seeds) if members else ()))
+                               of=members.of if members else None, seeds=tuple(members.seeds) if members else (),
+                               reference=suite.baselines.get(st.id, ())))
     return R.Manifest(name=suite.name, description=suite.description, path=suite.path, seeds=suite.seeds,
                       select=suite.train.select, strategies=tuple(entries),
                       reference=dataclasses.asdict(suite.reference),
                       datasets=tuple(R.DatasetEntry(name=d.name, tasks=d.tasks) for d in suite.datasets),
-                      cells=tuple(c.name for c in cells))
+                      cells=tuple(c.name for c in cells), keys={c.name: c.key for c in cells},
+                      fingerprint=R.suite_fingerprint(suite.path) if Path(suite.path).is_file() else "")

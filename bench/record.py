@@ -183,6 +183,7 @@ class Entry:
     multi_task: bool = True
     of: str | None = None  # a combining entry (ensemble): the entry whose cells it combines
     seeds: tuple[int, ...] = ()  # ... and their seeds
+    reference: tuple[str, ...] = ()  # single-task entries the suite names as its baseline (`reference:`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,6 +204,8 @@ class Manifest:
     datasets: tuple[DatasetEntry, ...] = ()
     strategies: tuple[Entry, ...] = ()  # in suite order
     cells: tuple[str, ...] = ()  # the grid's cells, in grid order; () = every cell in the store
+    keys: dict[str, str] = field(default_factory=dict)  # cell -> its key when the manifest was written
+    fingerprint: str = ""  # `suite_fingerprint` of the suite file then: keys still hold while it matches
     # what the report compares with (config.Reference): source, published {id: {task: value}}, tuned suite
     reference: dict[str, Any] = field(default_factory=dict)
     schema: int = MANIFEST_SCHEMA
@@ -287,6 +290,23 @@ def stale_reason(record: Record, current_keys: dict[str, str] | None = None) -> 
     if current_keys[record.cell] != record.key:
         return "config changed" + (" (its own or a member's)" if record.members else "")
     return None
+
+
+# What turns a suite file into cell keys, besides the code each cell's key covers: parsing and
+# defaults (config), the grid and its resolved configs, and the key itself.
+SUITE_TO_KEYS_CODE = ("config.py", "grid.py", "record.py", "registry.py")
+
+
+def suite_fingerprint(path: Path | str) -> str:
+    """A hash of a suite file's text and of the code that turns it into keys (SUITE_TO_KEYS_CODE).
+
+    While a stored manifest's fingerprint matches the suite file's, the keys it lists are the keys
+    the suite gives now (a cell's own code is checked apart, against its record), so `bench report`
+    can judge staleness without parsing the suite, which imports the training side (torch).
+    """
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(json.dumps(code_hashes(SUITE_TO_KEYS_CODE), sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)

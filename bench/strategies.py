@@ -267,7 +267,8 @@ class SequentialLwF(HardShare):
             stages.append(trainer.fit(model, data, {task: specs[task]}, train=trains[k],
                                       epochs=self.per_stage("stage_epochs", k), lr=self.per_stage("stage_lr", k),
                                       extra_loss=distiller, lr_factors=self.lr_factors(order, k),
-                                      freeze_norm=self.freeze_norm and k > 0, stage=f"{k + 1}:{task}"))
+                                      freeze_norm=self.freeze_norm and k > 0, stage=f"{k + 1}:{task}",
+                                      monitor={t: specs[t] for t in order[:k]}))
             test = trainer.evaluate(model, data, data.test, specs)
             R.append([test[t][specs[t].primary] for t in order])
             if self.replay:

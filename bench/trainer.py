@@ -78,13 +78,18 @@ class Trainer:
     def fit(self, model: nn.Module, data: TaskSet, specs: dict[str, TaskSpec], *,
             train: Split | None = None, epochs: int | None = None, extra_loss: ExtraLoss | None = None,
             lr_factors: dict[str, float] | None = None, stage: str = "", lr: float | None = None,
-            freeze_norm: bool = False) -> FitResult:
+            freeze_norm: bool = False, monitor: dict[str, TaskSpec] | None = None) -> FitResult:
         """Train `model` on `train` (default: data.train) for the supervised losses of `specs`.
 
+        The best epoch is the one with the best validation score (`select`: the loss-weighted sum
+        of `specs`' validation losses, or their mean primary metric), the earliest on ties; its
+        weights are restored before returning.
         lr_factors: `param_groups()` name or name prefix ("shared" covers "shared/neck") -> factor of
         the peak learning rate `lr` (default: the config's); 0 leaves a group out of the optimizer.
         freeze_norm: batch-norm layers normalise with their running statistics and keep them (their
-        affine weights still train), so this fit's data cannot shift what earlier fits normalised with."""
+        affine weights still train), so this fit's data cannot shift what earlier fits normalised with.
+        monitor: more tasks the model predicts, scored on validation each epoch for the history only
+        (a sequential stage's earlier tasks); they neither train nor select."""
         cfg, train = self.cfg, train if train is not None else data.train
         epochs = epochs or cfg.epochs
         steps_per_epoch = max(1, len(train) // cfg.batch_size)  # drop the ragged last batch
@@ -125,14 +130,15 @@ class Trainer:
             row["train_seconds"] = seconds
             row["step_ms"] = 1000 * seconds / steps_per_epoch
             row["images_per_second"] = images_per_epoch / seconds
-            val = self.evaluate(model, data, data.val, specs)
+            val = self.evaluate(model, data, data.val, {**specs, **(monitor or {})})
             row.update({f"val_{t}_{m}": v for t, ms in val.items() for m, v in ms.items()})
             row["val_loss"] = sum(self._weight(t) * val[t]["loss"] for t in specs)
             history.append(row)
             self.on_epoch(row)
             score = self._selection_score(row, specs)
             if best is None or score > best[0]:
-                best = (score, epoch, val, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                best = (score, epoch, {t: val[t] for t in specs},
+                        {k: v.detach().clone() for k, v in model.state_dict().items()})
             metric = score if higher else row["val_loss"]
             schedule.epoch_end(epoch, metric)
             if stop is not None and stop.update(metric):

@@ -116,6 +116,38 @@ def put_result(store, record, arrays) -> None:
     store.finish(attempt, record)
 
 
+def section(text: str, heading: str) -> str:
+    """The part of a Markdown report under `## heading`, up to the next `## ` heading."""
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every GitHub-style table in `text`, each as its rows of {header: cell} (cells stripped)."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace("|", "").strip()) <= {"-", ":"} \
+                and lines[i + 1].startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            header = [h.strip() for h in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")))))
+            tables.append(rows)
+    return tables
+
+
+def skip_rendering(monkeypatch) -> None:
+    """Report sections build their figures but skip rendering them (seconds per report), in tests
+    that check no figure."""
+    from bench.report import figures
+
+    def save(fig, path):
+        figures.plt.close(fig)
+        path.write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(figures, "_save", save)
 def mini_image_tar(source: Path, dest: Path, per_class: dict[str, int]) -> None:
     """Copy the first images of each (split, class) of an image-folder tar, member names kept."""
     taken = Counter()

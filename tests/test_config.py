@@ -109,6 +109,17 @@ BAD_SUITES = {
     "ensemble seed out of range": ("strategies", ["hard_share", {"name": "ensemble", "of": "hard_share",
                                                                  "seeds": [0, 2**32]}],
                                    ["strategies[1].seeds[1]: 4294967296 is out of range"]),
+    "reference to an unknown entry": ("strategies", ["stl", {"name": "hard_share", "reference": "stll"}],
+                                      ["strategies[1].reference: 'stll' is not a single-task training entry",
+                                       "valid: stl"]),
+    "reference to a multi-task entry": ("strategies", ["stl", "cross_stitch", {"name": "hard_share",
+                                                                              "reference": ["cross_stitch"]}],
+                                        ["strategies[2].reference: 'cross_stitch' is not a single-task", "valid: stl"]),
+    "reference on a single-task entry": ("strategies", [{"name": "hard_share", "id": "one", "tasks": ["top"]},
+                                                        {"name": "stl", "reference": "one"}],
+                                         ["strategies[1].reference: 'stl' is itself single-task"]),
+    "reference as a YAML boolean": ("strategies", ["stl", {"name": "hard_share", "reference": False}],
+                                    ["strategies[1].reference: expected an entry id", "quote", "valid: stl"]),
 }
 
 

@@ -14,6 +14,7 @@ from bench.grid import expand
 from bench.record import Manifest, code_version
 from bench.kinds import GALLERY_SIZE
 from bench.strategies import STRATEGIES
+from conftest import markdown_tables, section
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMBINED_FILES = ("record.json", "predictions.npz")  # a cell combined from others (ensemble)
@@ -36,14 +37,15 @@ def test_report_has_every_section_and_strategy(smoke_run):
     suite = load_suite(smoke_run["suite"])
     text = (smoke_run["reports"] / "smoke.md").read_text()
     headings = re.findall(r"^##+ (.+)$", text, flags=re.M)
-    assert _in_order(["Results", "synthetic", "Ensembles", "Classification metrics per task", "Confusion matrices",
-                      "Regression residuals", f"synthetic / {REGRESSION[0]}", "Highest-loss test images",
-                      "Training curves", "Appendix: every cell", "Reproduce"], headings), headings
+    assert _in_order(["Results", "synthetic", "Against single-task learning", "Ensembles",
+                      "Classification metrics per task", "Confusion matrices", "Regression residuals",
+                      f"synthetic / {REGRESSION[0]}", "Highest-loss test images", "Training curves",
+                      "Appendix: every cell", "Reproduce"], headings), headings
     assert len(set(headings)) == len(headings) and "Failed cells" not in text
-    results = text.split("## Results")[1].split("\n## ")[0]
-    rows = [line for line in results.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    n = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in rows}
+    (rows,) = markdown_tables(section(text, "Results"))
+    n = {r["strategy"]: r["n"] for r in rows}
     entries = {st.id: STRATEGIES.get(st.name)(**st.params) for st in suite.strategies}
+    assert list(n) == [st.id for st in suite.strategies]  # suite order, and stl (listed first) first
     assert sorted(n) == sorted(entries)  # one row per strategy entry
     for sid, strategy in entries.items():  # n = two seeds; an ensemble is one seed-less cell
         assert n[sid] == ("1" if strategy.members() else str(len(suite.seeds))), sid
@@ -63,7 +65,8 @@ def test_every_figure_is_a_png(smoke_run):
     expected = ([f"smoke/confusion_synthetic_{t}.png" for t in CLASSIFICATION]
                 + [f"smoke/residuals_synthetic_{t}.png" for t in REGRESSION]
                 + [f"smoke/hardest_synthetic_{t}.png" for t in CLASSIFICATION + REGRESSION]
-                + ["smoke/ensemble_synthetic.png", "smoke/forgetting_synthetic.png", "smoke/curves_synthetic.png"])
+                + ["smoke/ensemble_synthetic.png", "smoke/forgetting_synthetic.png", "smoke/curves_synthetic.png",
+                   "smoke/vs_stl_synthetic.png"])
     assert sorted(links) == sorted(expected)
     for link in links:
         data = (reports / link).read_bytes()

@@ -117,3 +117,17 @@ def test_strategy_backbone_override(tiny_suite, write_suite):
                                                 "backbone": {"name": "alexnet_cifar", "width": 64}}])
     narrow, wide = expand(load_suite(write_suite(raw)))
     assert narrow.backbone.params == {"width": 16} and wide.backbone.params == {"width": 64}
+
+
+def test_a_reference_reaches_the_manifest_and_no_key(tiny_suite, write_suite):
+    from bench.grid import manifest
+
+    plain = tiny_suite(strategies=["stl", {"name": "hard_share", "id": "one", "tasks": ["top"]}, "hard_share"])
+    named = tiny_suite(strategies=["stl", {"name": "hard_share", "id": "one", "tasks": ["top"]},
+                                   {"name": "hard_share", "reference": ["one", "stl"]}])
+    suite = load_suite(write_suite(named, "named"))
+    assert suite.baselines == {"hard_share": ("one", "stl")}
+    entries = {e.id: e for e in manifest(suite, expand(suite)).strategies}
+    assert entries["hard_share"].reference == ("one", "stl") and entries["stl"].reference == ()
+    keys = {c.name: c.key for c in expand(suite)}
+    assert keys == {c.name: c.key for c in expand(load_suite(write_suite(plain, "plain")))}  # report-only

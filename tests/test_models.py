@@ -175,3 +175,18 @@ def test_every_weighting_trains_every_multi_task_architecture(strategy_name, wei
     bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
     assert not bad, f"Some gradients are not finite: {bad}"
     assert torch.isfinite(sums[:len(specs) + 2]).all()
+@pytest.mark.parametrize("tasks, self_weight, other", [(2, 0.9, 0.1), (3, 0.9, 0.05), (3, 0.7, 0.15)])
+def test_cross_stitch_units_start_near_identity_and_mix_by_alpha(tasks, self_weight, other):
+    """Misra et al. 2016: x~_i = sum_j alpha_ij x_j; initialised with self_weight on the diagonal and
+    the rest, (1 - self_weight), spread evenly over the other tasks (each row sums to 1)."""
+    from bench.models import CrossStitchUnit
+
+    unit = CrossStitchUnit(tasks, self_weight)
+    want = torch.full((tasks, tasks), other)
+    want.fill_diagonal_(self_weight)
+    assert torch.allclose(unit.alpha.detach(), want)
+    xs = [torch.full((2, 3), float(10 ** j)) for j in range(tasks)]  # column j is 10^j everywhere
+    mixed = unit(xs)
+    for i in range(tasks):  # by hand: alpha_ii * 10^i + other * (sum of the other columns)
+        value = self_weight * 10 ** i + other * sum(10 ** j for j in range(tasks) if j != i)
+        assert torch.allclose(mixed[i], torch.full((2, 3), value))

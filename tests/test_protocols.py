@@ -16,7 +16,7 @@ from bench.config import SuiteError, load_suite
 from bench.grid import expand
 from bench.kinds import make_spec
 from bench.record import DatasetEntry, Manifest, Record
-from bench.report import ReportData, task_rows
+from bench.report import ReportData
 from bench.report.protocol import reference_comparison
 from bench.store import Store
 from conftest import SUITES, put_result
@@ -109,7 +109,7 @@ def test_comparison_table_on_a_hand_made_store(tmp_path):
                         reference={"source": "a study", "published": {"hard_share": {"quadrant": 79.22}},
                                    "tuned": "tuned"})
     data = ReportData(manifest=manifest, store=Store(tmp_path, "proto"), records=mine, failed_reruns=[], stale={},
-                      skipped=[], rows=task_rows(mine), fig_dir=tmp_path, run_seconds=None, command="")
+                      skipped=[], fig_dir=tmp_path, run_seconds=None, command="")
     text = reference_comparison(data)
     # 80 and 84: mean 82, sample std sqrt(((80 - 82)^2 + (84 - 82)^2) / 1) = 2.83
     assert table(text, "## This protocol")[1] == ["synthetic", "quadrant", "hard_share", "accuracy %",

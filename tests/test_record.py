@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from rich.console import Console
@@ -19,11 +18,11 @@ from bench import record as R
 from bench.config import load_suite
 from bench.grid import CORE_TRAINING_CODE, expand
 from bench.record import Record, RecordError, read_record
-from bench.report import figures, write_report
+from bench.report import write_report
 from bench.executors import run_cells
 from bench.store import Store
 from bench.strategies import STRATEGIES, HardShare
-from conftest import REPO, SUITES
+from conftest import REPO, SUITES, markdown_tables, section, skip_rendering
 
 CPU = torch.device("cpu")
 COMMITTED = sorted(p.name for p in (REPO / "results").iterdir() if p.is_dir())
@@ -158,43 +157,52 @@ def test_committed_stores_read_through_the_legacy_upgrade(suite):
         assert ensemble.params == 3 * 7_507_787 and len(ensemble.members) == 3 and ensemble.seed is None
 
 
-def _no_figures(monkeypatch) -> None:
-    """Sections build their figures, but skip rendering them (seconds per store, and not under test here)."""
-    def save(fig, path):
-        plt.close(fig)
-        path.write_bytes(b"")
-        return path
-
-    monkeypatch.setattr(figures, "_save", save)
-
-
 def _snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
-def _results_table(text: str) -> str:
-    return text.split("## Results")[1].split("`delta_m %`")[0]
+def _same_numbers(text: str, committed: str, heading: str) -> None:
+    """Every cell of the committed report's tables under `heading` appears, in the row of the same first
+    column, under the same header in the rebuilt report (columns the new report adds are not compared,
+    nor delta_m, now shown with its interval: tests/test_comparison.py checks its numbers)."""
+    new_rows = {(i, next(iter(r.values()))): r for i, t in enumerate(markdown_tables(section(text, heading)))
+                for r in t}
+    old = markdown_tables(section(committed, heading))
+    assert old
+    for i, table in enumerate(old):
+        for row in table:
+            key = next(iter(row.values()))
+            found = new_rows[i, key]
+            shared = [h for h in row if h in found and h != "delta_m %"]
+            assert {h: row[h] for h in shared} == {h: found[h] for h in shared}, key
+            assert len(shared) >= 2
 
 
 @pytest.mark.parametrize("suite", COMMITTED)
 def test_committed_stores_rebuild_their_reports(suite, tmp_path, monkeypatch):
-    _no_figures(monkeypatch)
-    before = _snapshot(REPO / "results" / suite)
-    roots = ["--results", str(REPO / "results"), "--reports", str(tmp_path)]
+    skip_rendering(monkeypatch)
+    shutil.copytree(REPO / "results" / suite, tmp_path / "results" / suite)
+    store_dir = tmp_path / "results" / suite
+    before = _snapshot(store_dir)
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path)]
     assert cli.main(["report", str(SUITES / f"{suite}.yaml"), *roots]) == 0
-    assert _snapshot(REPO / "results" / suite) == before  # a report never writes into the store
+    after = _snapshot(store_dir)
+    # the report adds the tidy results.csv and, with the suite file at hand, the suite's manifest; no cell changes
+    assert {k: v for k, v in after.items() if k not in ("results.csv", "suite.json")} == before
+    assert set(after) - set(before) == {"results.csv", "suite.json"}
     text = (tmp_path / f"{suite}.md").read_text()
-    n = len(Store(REPO / "results", suite).cells())
+    n = len(Store(tmp_path / "results", suite).cells())
     assert f"**Stale:** {n} finished cells" in text and "Skipped" not in text
-    assert _results_table(text) == _results_table((REPO / "reports" / f"{suite}.md").read_text())
+    _same_numbers(text, (REPO / "reports" / f"{suite}.md").read_text(), "Results")
 
 
 def test_a_committed_store_reports_without_suite_or_manifest(tmp_path, monkeypatch):
-    _no_figures(monkeypatch)
-    text = write_report(REPO / "results", "cifar_mtl", tmp_path).read_text()  # entries rebuilt from the records
+    skip_rendering(monkeypatch)
+    shutil.copytree(REPO / "results" / "cifar_mtl", tmp_path / "results" / "cifar_mtl")
+    text = write_report(tmp_path / "results", "cifar_mtl", tmp_path).read_text()  # entries rebuilt from the records
     committed = (REPO / "reports" / "cifar_mtl.md").read_text()
-    assert _results_table(text) == _results_table(committed)
-    assert text.split("## Forgetting")[1].split("\n## ")[0] == committed.split("## Forgetting")[1].split("\n## ")[0]
+    _same_numbers(text, committed, "Results")
+    _same_numbers(text, committed, "Forgetting (sequential training)")
     assert "The store does not name its suite file." in text
 
 
@@ -216,6 +224,38 @@ def test_report_from_a_store_whose_suite_file_was_deleted(tiny_suite, write_suit
     text = (tmp_path / "reports" / "tiny.md").read_text()
     assert "**Stale:** 3 finished cells" in text
     assert "- training code changed: trainer.py (3)" in text.split("## Stale cells")[1]
+
+
+def test_report_skips_parsing_an_unchanged_suite(tiny_suite, write_suite, tmp_path, monkeypatch):
+    """While the suite file and the code that turns it into keys are as when `bench run` wrote the
+    manifest, `bench report` takes the keys from it (parsing the suite imports torch); an edited suite
+    is parsed, its cells judged against it, and its manifest recorded for the next report."""
+    skip_rendering(monkeypatch)
+    path = write_suite(tiny_suite(strategies=["stl", "hard_share"]), "tiny")
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert cli.main(["run", str(path), "--device", "cpu", "--no-report", *roots]) == 0
+    store = Store(tmp_path / "results", "tiny")
+    assert store.manifest().fingerprint == R.suite_fingerprint(path) and len(store.manifest().keys) == 4
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the suite was parsed")
+
+    with monkeypatch.context() as m:
+        m.setattr(cli, "load_suite", refuse)
+        assert cli.main(["report", str(path), *roots]) == 0
+    assert "Stale" not in (tmp_path / "reports" / "tiny.md").read_text()
+    raw = tiny_suite(strategies=["stl", "hard_share"])
+    raw["train"]["lr"] = 0.01  # the same cells under new keys
+    write_suite(raw, "tiny")
+    assert cli.main(["report", str(path), *roots]) == 0
+    assert "**Stale:** 4 finished cells" in (tmp_path / "reports" / "tiny.md").read_text()
+    assert store.manifest().fingerprint == R.suite_fingerprint(path)  # recorded: the next report is quick
+    with monkeypatch.context() as m:
+        m.setattr(cli, "load_suite", refuse)
+        assert cli.main(["report", str(path), *roots]) == 0
+    assert "**Stale:** 4 finished cells" in (tmp_path / "reports" / "tiny.md").read_text()
+    monkeypatch.setattr(R, "SUITE_TO_KEYS_CODE", ("config.py", "trainer.py"))  # the harness changed
+    assert R.suite_fingerprint(path) != store.manifest().fingerprint
 
 
 def test_report_with_neither_suite_nor_store_exits_2(tmp_path):

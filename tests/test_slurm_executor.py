@@ -132,7 +132,9 @@ def test_a_suite_through_slurm_stores_what_an_inline_run_stores(slurm_partition,
     inline session run; the slow cells' jobs are cancelled mid-cell and recorded as failed; a rerun
     of the finished strategies submits nothing."""
     raw = yaml.safe_load(smoke_run["suite"].read_text())
-    raw["strategies"].append({"name": "hard_share", "id": "slow", "train": {"epochs": 40}})
+    # submitit lets SIGTERM pass, so scancel ends a job only at SIGKILL, KillWait (5 s here) later: the slow
+    # cells must outlast that by far (400 epochs: about 40 s on 2 cores, were they not cancelled).
+    raw["strategies"].append({"name": "hard_share", "id": "slow", "train": {"epochs": 400}})
     suite = tmp_path / "smoke.yaml"  # the same name and cells: the same keys as the inline run's
     suite.write_text(yaml.safe_dump(raw))
     results, slow = tmp_path / "results", ["synthetic__slow__seed0", "synthetic__slow__seed1"]

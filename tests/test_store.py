@@ -22,7 +22,7 @@ from bench.record import RecordError
 from bench.executors import run_cells
 from bench.store import Store, atomic_torch_save, atomic_write_json
 from bench.trainer import Trainer
-from conftest import REPO
+from conftest import REPO, markdown_tables, section
 
 CPU = torch.device("cpu")
 CELL = "synthetic__hard_share__seed0"  # the tiny suite's one cell
@@ -193,8 +193,8 @@ def test_a_damaged_cell_is_named_rerun_and_left_out_of_the_report(tiny_suite, wr
     text = (tmp_path / "reports" / "tiny.md").read_text()
     assert f"- **Skipped, damaged:** `{damaged}: not valid JSON" in text
     assert f"- **Skipped, damaged:** `{store.dir / 'suite.json'}: not valid JSON" in text
-    row = next(line for line in text.split("## Results")[1].splitlines() if line.startswith("| hard_share"))
-    assert row.rstrip(" |").endswith("1")  # n = 1: only seed 0 counted
+    (rows,) = markdown_tables(section(text, "Results"))
+    assert [r["n"] for r in rows if r["strategy"] == "hard_share"] == ["1"]  # only seed 0 counted
     assert "synthetic__hard_share__seed1" not in text.split("## Appendix")[1]
 
     assert _cli("run", path, tmp_path, "--no-report") == 0
@@ -230,5 +230,5 @@ def test_a_damaged_history_leaves_out_its_curve_with_a_note(tiny_suite, write_su
     assert _cli("report", path, tmp_path) == 0
     text = (tmp_path / "reports" / "tiny.md").read_text()
     assert f"> Note: curve left out, `{history}: damaged (Error tokenizing data" in text
-    row = next(line for line in text.split("## Results")[1].splitlines() if line.startswith("| hard_share"))
-    assert row.rstrip(" |").endswith("2")  # both seeds' metrics still count
+    (table,) = markdown_tables(section(text, "Results"))
+    assert next(r for r in table if r["strategy"] == "hard_share")["n"] == "2"  # both seeds' metrics still count

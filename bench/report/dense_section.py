@@ -10,10 +10,10 @@ from the cells' stored arrays; sequential strategies show their final model.
 from __future__ import annotations
 
 import numpy as np
-from tabulate import tabulate
 
-from bench.report import ReportData, figures
-from bench.report.sections import _strategy_cells, _tasks
+from bench.report import figures
+from bench.report.data import ReportData
+from bench.report.diagnostic_sections import strategy_cells
 from bench.report.stats import fmt_mean_std
 
 INTRO = ("Per-class scores of the dense tasks on the test set (segmentation: IoU per class, background "
@@ -26,12 +26,11 @@ INTRO = ("Per-class scores of the dense tasks on the test set (segmentation: IoU
 
 def dense_tasks(d: ReportData) -> str:
     parts = []
-    for ds, task, spec, trows in _tasks(d, lambda s: "dense_per_class" in s.panels or "dense_examples" in s.panels):
-        rank = {e.id: i for i, e in enumerate(d.manifest.strategies)}  # the suite's strategy order
-        cells = dict(sorted(_strategy_cells(trows).items(), key=lambda item: rank.get(item[0], len(rank))))
+    for ds, task, spec in d.tasks(lambda s: "dense_per_class" in s.panels or "dense_examples" in s.panels):
+        cells = strategy_cells(d, ds, task)  # report order: single-task entries first, then suite order
         blocks = [f"### {ds} / {task}"]
         if "dense_per_class" in spec.panels:
-            blocks.append(_per_class_table(d, task, spec, cells))
+            blocks.append(_per_class_table(d, f"dense_per_class_{ds}_{task}", task, spec, cells))
         if "dense_examples" in spec.panels:
             blocks.append(_examples(d, ds, task, spec, cells))
         parts.append("\n\n".join(blocks))
@@ -40,23 +39,22 @@ def dense_tasks(d: ReportData) -> str:
     return "## Dense tasks: per-class scores and examples\n\n" + INTRO + "\n\n" + "\n\n".join(parts)
 
 
-def _per_class_table(d: ReportData, task: str, spec, cells: dict[str, list[str]]) -> str:
+def _per_class_table(d: ReportData, name: str, task: str, spec, cells: dict[str, list[str]]) -> str:
     array, label = spec.per_class
     scale, digits = spec.display
-    scores = {s: np.array([d.store.predictions(c)[f"{array}__{task}"] for c in cs], dtype=float)  # (seeds, C)
+    scores = {s: np.array([d.predictions(c)[f"{array}__{task}"] for c in cs], dtype=float)  # (seeds, C)
               for s, cs in cells.items()}
     table = []
     for k in range(spec.classes):
         table.append({"class": spec.label(k), **{s: fmt_mean_std(v[:, k], scale, digits) for s, v in scores.items()}})
     n = ", ".join(f"{s} {len(v)}" for s, v in scores.items())
-    return f"{label} per class (n seeds: {n}):\n\n" + tabulate(table, headers="keys", tablefmt="github",
-                                                               disable_numparse=True)
+    return f"{label} per class (n seeds: {n}):\n\n" + d.table(name, table)
 
 
 def _examples(d: ReportData, ds: str, task: str, spec, cells: dict[str, list[str]]) -> str:
     rows, images = {}, None
     for s, cs in cells.items():
-        images, truths, preds = spec.example_drawings(d.store.predictions(cs[0]), task)
+        images, truths, preds = spec.example_drawings(d.predictions(cs[0]), task)
         rows.setdefault("truth", truths)
         rows[s] = preds
     path = figures.dense_examples(d.fig_dir / f"examples_{ds}_{task}.png",

@@ -9,13 +9,12 @@ own stage to the end with pass/fail against the strategy's threshold, BWT and av
 from __future__ import annotations
 
 import numpy as np
-from tabulate import tabulate
 
-from bench.record import Record
-from bench.report import ReportData, figures
-from bench.report.forgetting import average_final, bwt, forgetting as summarise
 from bench.kinds import TaskSpec
-from bench.report.sections import dataset_specs
+from bench.record import Record
+from bench.report import figures
+from bench.report.data import ReportData
+from bench.report.forgetting import average_final, bwt, forgetting as summarise
 from bench.report.stats import fmt_mean_std, mean_std
 
 INTRO = ("R[k][j] is task j's test score (primary metric) after stage k; the diagonal is each task right "
@@ -34,7 +33,7 @@ def forgetting(d: ReportData) -> str:
         return ""
     parts = ["## Forgetting (sequential training)", INTRO]
     for ds in dict.fromkeys(r.dataset for r in cells):
-        specs = dataset_specs(d, ds)
+        specs = d.specs(ds)
         by_strategy: dict[str, list[Record]] = {}
         for r in cells:
             if r.dataset == ds:
@@ -44,7 +43,8 @@ def forgetting(d: ReportData) -> str:
             tasks = records[0].extra["stages"]
             Rs = np.array([r.extra["R"] for r in records], dtype=float)  # (seeds, stages, tasks)
             threshold = float(records[0].extra["forgetting_threshold"])
-            parts.append(f"### {ds} / {strategy}\n\n" + _strategy_block(tasks, Rs, threshold, specs))
+            parts.append(f"### {ds} / {strategy}\n\n" + _strategy_block(d, f"{ds}_{strategy}", tasks, Rs, threshold,
+                                                                            specs))
             for j, t in enumerate(tasks):  # (baselines, finals) over seeds, in display units
                 scale = specs[t].display[0]
                 bars.setdefault(t, {})[strategy] = (Rs[:, j, j] * scale, Rs[:, -1, j] * scale)
@@ -55,7 +55,8 @@ def forgetting(d: ReportData) -> str:
     return "\n\n".join(parts)
 
 
-def _strategy_block(tasks: list[str], Rs: np.ndarray, threshold: float, specs: dict[str, TaskSpec]) -> str:
+def _strategy_block(d: ReportData, name: str, tasks: list[str], Rs: np.ndarray, threshold: float,
+                    specs: dict[str, TaskSpec]) -> str:
     higher = [specs[t].higher_is_better for t in tasks]
     per_seed = [summarise(R, higher, threshold) for R in Rs]
     mean_R = Rs.mean(0)
@@ -73,8 +74,7 @@ def _strategy_block(tasks: list[str], Rs: np.ndarray, threshold: float, specs: d
             else fmt_mean_std(drops[:, j], 1, 1),
             f"drop ≤ {threshold:g}%": "-" if undefined else "pass" if mean_drop <= threshold else "FAIL",
         })
-    lines = [tabulate(r_table, headers="keys", tablefmt="github", disable_numparse=True),
-             tabulate(task_table, headers="keys", tablefmt="github", disable_numparse=True)]
+    lines = [d.table(f"forgetting_R_{name}", r_table), d.table(f"forgetting_{name}", task_table)]
     metrics = dict.fromkeys(specs[t].primary for t in tasks)  # BWT and averages only within one unit
     lines.append("\n".join(_totals(Rs, tasks, higher, specs, m) for m in metrics))
     lines.append(f"n = {len(Rs)} seeds; pass/fail uses the mean drop over seeds.")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as st
 
 NLL_FLOOR = 2.0**-24  # float16's smallest positive value: a stored 0 was a probability below 2**-25
 
@@ -32,9 +31,11 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     arrays that are not 1-D of the same length. With several seeds this is one test per seed;
     `bootstrap_difference` gives one interval and p-value over all of them.
     """
+    from scipy import stats  # here, not at the top: importing scipy.stats costs the report ~1 s
+
     a, b_ = _correct_pair(correct_a, correct_b, ndim=1)
     b, c = int((a & ~b_).sum()), int((~a & b_).sum())
-    return McNemar(b, c, 1.0 if b + c == 0 else float(st.binomtest(b, b + c, 0.5).pvalue))
+    return McNemar(b, c, 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue))
 
 
 class BootstrapDifference(NamedTuple):
@@ -74,7 +75,10 @@ def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: i
     n_seeds, n_images = d.shape
     # Drawing N images with replacement only matters through how often each column pattern of d is
     # drawn: a multinomial over the K <= min(3**S, N) distinct patterns (same distribution, K << N).
-    patterns, counts = np.unique(d.T, axis=0, return_counts=True)  # (K, S), (K,)
+    # Each pattern is coded as one base-3 integer, most significant digit first, so that sorting the
+    # codes orders the patterns as np.unique(d.T, axis=0) would, at a fraction of its cost.
+    codes, counts = np.unique((d.T + 1) @ 3 ** np.arange(n_seeds - 1, -1, -1), return_counts=True)
+    patterns = (codes[:, None] // 3 ** np.arange(n_seeds - 1, -1, -1)) % 3 - 1  # (K, S), counts (K,)
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_images, counts / n_images, size=n_boot)  # (n_boot, K)
     per_seed = draws @ patterns / n_images  # (n_boot, S): each seed on the same resampled images

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pandas as pd
-from tabulate import tabulate
 
 from bench.kinds import TaskSpec
 from bench.record import RecordError, stale_reason
@@ -49,8 +48,7 @@ def reference_comparison(d: ReportData) -> str:
             "suite's stored cells of the same strategy id and task.")
     if ref.get("source"):
         text += f" Published numbers: {ref['source'].strip()}."
-    return text + (f" {tuned_note}" if tuned_note else "") + "\n\n" + \
-        tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+    return text + (f" {tuned_note}" if tuned_note else "") + "\n\n" + d.table("protocol", table)
 
 
 def _specs(d: ReportData, dataset: str) -> dict[str, TaskSpec]:
@@ -101,7 +99,7 @@ def numerics(d: ReportData) -> str:
     return ("## Precision and determinism\n\nWhat the trained cells computed with (`train.precision`, "
             "`train.deterministic`; a CPU computes in fp32 whatever is asked). Deterministic cells run "
             "cuDNN's deterministic kernels without autotuning and torch's deterministic algorithms where "
-            "it has them.\n\n" + tabulate(table, headers="keys", tablefmt="github", disable_numparse=True))
+            "it has them.\n\n" + d.table("numerics", table))
 
 
 def _numerics_row(n: dict) -> tuple[tuple[str, str], ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
+from scipy import special  # the t distribution's cdf and quantile; scipy.stats costs ~1 s more to import
 
 K = TypeVar("K")
 
@@ -33,6 +34,24 @@ def fmt_mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -
     if n == 1:
         return f"{m * scale:.{digits}f}"
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+
+
+def fmt_interval(mean: float, low: float, high: float, scale: float = 1.0, digits: int = 2) -> str:
+    """A signed mean and its interval, e.g. "+0.29 [-0.51, +1.10]"; the mean alone when the interval is
+    NaN (one seed); "-" when the mean is NaN too. Values are multiplied by `scale` (x100: points)."""
+    if math.isnan(mean):
+        return "-"
+    text = f"{mean * scale:+.{digits}f}"
+    if math.isnan(low) or math.isnan(high):
+        return text
+    return f"{text} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value with 2 significant digits, "<0.001" below that, "-" for NaN (no test)."""
+    if math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def delta_m(values: dict[str, float], baseline: dict[str, float], higher_is_better: dict[str, bool]) -> float:
@@ -68,7 +87,8 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> Interval:
     """Student-t confidence interval for the mean: mean +- t_{(1+c)/2, n-1} * s / sqrt(n).
 
     `values`: one number per seed (None and NaN are dropped; n counts the rest). s is the sample
-    standard deviation (ddof=1); the quantile is `scipy.stats.t.ppf`. n = 1 gives a NaN interval (no
+    standard deviation (ddof=1); the quantile is `scipy.special.stdtrit`, which `scipy.stats.t.ppf`
+    calls. n = 1 gives a NaN interval (no
     spread can be estimated from one run) and n = 0 a NaN mean too. Raises ValueError unless
     0 < confidence < 1.
     """
@@ -78,27 +98,28 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> Interval:
     n = len(v)
     if n < 2:
         return Interval(float(v[0]) if n else math.nan, math.nan, math.nan, n)
-    from scipy import stats as st  # here, not at the top: scipy.stats costs ~1.5 s to import
-
-    half = st.t.ppf((1 + confidence) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    half = special.stdtrit(n - 1, (1 + confidence) / 2) * v.std(ddof=1) / math.sqrt(n)
     return Interval(float(v.mean()), float(v.mean() - half), float(v.mean() + half), n)
 
 
 def ttest_p(values: Iterable[float], popmean: float = 0.0) -> float:
-    """Two-sided one-sample t-test p-value of H0: mean = popmean (`scipy.stats.ttest_1samp`).
+    """Two-sided one-sample t-test p-value of H0: mean = popmean, as `scipy.stats.ttest_1samp`:
+    t = (mean - popmean) / (s / sqrt(n)) with s the sample std (ddof=1), p = 2 P(T_{n-1} > |t|) from
+    the t distribution's cdf (`scipy.special.stdtr`, which scipy.stats' t uses; the tests compare).
 
     None and NaN are dropped. NaN for n < 2. When every value equals `popmean` exactly (no spread
     and no difference; scipy returns NaN) the p-value is 1; when every value is the same other
-    number, scipy's t is infinite and p = 0.
+    number, t is infinite and p = 0.
     """
     v = _finite(values)
-    if len(v) < 2:
+    n = len(v)
+    if n < 2:
         return math.nan
     if np.all(v == popmean):
         return 1.0
-    from scipy import stats as st
-
-    return float(st.ttest_1samp(v, popmean).pvalue)
+    sd = v.std(ddof=1)
+    t = math.inf if sd == 0 else abs(v.mean() - popmean) / (sd / math.sqrt(n))
+    return float(2 * special.stdtr(n - 1, -t))
 
 
 def pair_by_seed(values: Mapping[int, float], reference: Mapping[int, float]) -> tuple[list[int], np.ndarray, np.ndarray]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from bench.kinds import TaskSpec
 from bench.record import Record
@@ -59,8 +58,8 @@ def weighting(d: ReportData) -> str:
     parts = ["## Weighting methods", INTRO]
     for ds, es in entries.items():
         refs = {e.id: _reference(e, es) for e in es}
-        parts.append(f"### {ds} / weighting methods\n\n" + _table(es, refs))
-        parts.append(_comparison(es, refs))
+        parts.append(f"### {ds} / weighting methods\n\n" + d.table(f"weighting_{ds}", _table(es, refs)))
+        parts.append(_comparison(d, f"weighting_vs_reference_{ds}", es, refs))
         weights = {e.id: _curves(e, [f"weight_{t}" for t in e.tasks], list(e.tasks)) for e in es}
         path = figures.panel_lines(d.fig_dir / f"weights_{ds}.png", f"{ds}: per-task weights over training "
                                    "(mean over seeds)", weights, ylabel="weight", log=True,
@@ -138,7 +137,7 @@ def _step_ms(entry: Entry) -> list[float]:
     return out
 
 
-def _table(entries: list[Entry], refs: dict[str, Entry | None]) -> str:
+def _table(entries: list[Entry], refs: dict[str, Entry | None]) -> list[dict]:
     rows = []
     for e in entries:
         ref, steps = refs[e.id], _step_ms(e)
@@ -152,7 +151,7 @@ def _table(entries: list[Entry], refs: dict[str, Entry | None]) -> str:
         row["probe %"] = _probe_share(e)
         row["last weights"] = ", ".join(f"{t} {_last(e, f'weight_{t}')}" for t in e.tasks)
         rows.append({**row, "n": len(e.records)})
-    return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True)
+    return rows
 
 
 def _probe_share(entry: Entry) -> str:
@@ -167,7 +166,7 @@ def _last(entry: Entry, column: str) -> str:
     return "n/a" if n == 0 else f"{m:.3g}"
 
 
-def _comparison(entries: list[Entry], refs: dict[str, Entry | None]) -> str:
+def _comparison(d: ReportData, name: str, entries: list[Entry], refs: dict[str, Entry | None]) -> str:
     """Each entry against its reference, per task, on the primary test metric, paired by seed."""
     rows = []
     for e in entries:
@@ -198,7 +197,7 @@ def _comparison(entries: list[Entry], refs: dict[str, Entry | None]) -> str:
             "over seeds of entry - reference, paired by seed, with its 95% t-interval; Holm's correction runs over "
             "every row of this table. `win` / `loss`: a difference that survives the correction at 0.05, in the "
             "good / bad direction (lower is better for MAE); `tie`: within the seed noise.\n\n"
-            + tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True))
+            + d.table(name, rows))
 
 
 def _curves(entry: Entry, columns: list[str], labels: list[str]) -> dict[str, pd.Series]:
