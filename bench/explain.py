@@ -17,7 +17,7 @@ import json
 from tabulate import tabulate
 
 from bench.augment import shorthand_ops
-from bench.config import Suite, merge_train
+from bench.settings import Suite, merge_train
 
 
 def explain(suite: Suite) -> str:

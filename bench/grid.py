@@ -2,7 +2,8 @@
 
 datasets x strategies x seeds, where a strategy may split a dataset's tasks into several cells
 (STL: one per task). Each cell has a readable deterministic name, used as store key, log prefix and
-report label, e.g. `cifar10__stl(task=class10)__seed0` or `freq3__pcgrad(weighting=pcgrad)__seed0`, and a
+report label, e.g. `cifar10__stl(task=class10)__seed0`, `freq3__pcgrad__seed0` (an entry's own id) or
+`cifar10__sequential_lwf(order=class10+animal,stage_epochs=10)__seed0` (a strategy's params), and a
 key hashing its fully resolved config together with the code its training runs (CORE_TRAINING_CODE
 plus the modules of its dataset loader, backbone, strategy classes and the models they build), so a
 stored result is reused only for the same config and code.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import record as R
-from bench.config import DatasetConfig, PluginConfig, StrategyConfig, Suite, SuiteError, TrainConfig, merge_train
+from bench.settings import DatasetConfig, PluginConfig, StrategyConfig, Suite, SuiteError, TrainConfig, merge_train
 
 # The modules every cell's training runs besides its own plug-ins, relative to bench/ (a folder
 # stands for every .py file under it). A cell's key hashes them, so editing one marks the cells it
@@ -58,11 +59,15 @@ class Cell:
 
     @property
     def name(self) -> str:
-        # Mapping-valued params (e.g. heads) would make unreadable names; ids already tell entries
-        # apart, and the key still covers every param.
-        params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
-        if self.strategy.weighting.name != "equal":  # its parameters, like dict params, only in the key
-            params["weighting"] = self.strategy.weighting.name
+        # An entry with an id of its own is named by it alone: the id tells it apart, and its params
+        # (an LwF entry's ran to 160 characters) are in its key and its record. Without one, the params
+        # tell apart two entries of one strategy; mapping-valued ones (e.g. heads) would make unreadable
+        # names and stay in the key only.
+        params = {}
+        if self.strategy.id == self.strategy.name:
+            params = {k: v for k, v in self.strategy.params.items() if not isinstance(v, dict)}
+            if self.strategy.weighting.name != "equal":  # its parameters, like dict params, only in the key
+                params["weighting"] = self.strategy.weighting.name
         if self.members:
             params["seeds"] = sorted({m.seed for m in self.members})
         if self.split:

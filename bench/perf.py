@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from tabulate import tabulate
 
-from bench.config import PluginConfig, SuiteError
+from bench.settings import PluginConfig, SuiteError
 from bench.grid import Cell
 from bench.executors import run_cells
 from bench.store import Store
@@ -73,8 +73,10 @@ def with_weightings(cells: list[Cell], names: list[str]) -> list[Cell]:
         if STRATEGIES.get(c.strategy.name).weighs_tasks and len(c.tasks) > 1:
             for name in dict.fromkeys(["equal", *names]):
                 if (name != c.strategy.weighting.name or c.strategy.weighting.params) and _fits(name, c):
+                    # an entry named by its own id alone (grid.Cell.name) gets the method in it
+                    sid = c.strategy.id if c.strategy.id == c.strategy.name else f"{c.strategy.id}+{name}"
                     out.append(dataclasses.replace(c, strategy=dataclasses.replace(
-                        c.strategy, weighting=PluginConfig(name=name))))
+                        c.strategy, id=sid, weighting=PluginConfig(name=name))))
     return out
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from bench.augment import LABEL_KINDS, Pipeline, keep, shorthand_ops
-from bench.config import PluginConfig, TrainConfig
+from bench.settings import PluginConfig, TrainConfig
 from bench.cuda_graph import GraphedStep
 from bench.data import Split, TaskSet
 from bench.kinds import TaskSpec

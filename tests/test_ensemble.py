@@ -143,7 +143,7 @@ def test_grid_puts_members_first_and_adds_missing_seeds(tmp_path):
         assert all(names.index(m.name) < names.index(cell.name) for m in cell.members)
     ens = cells[names.index("synthetic__ensemble(of=hard_share,seeds=0+1+2)")]
     assert [m.seed for m in ens.members] == [0, 1, 2] and ens.seed is None
-    stl_ens = cells[names.index("synthetic__stl_ens(of=stl,seeds=1)")]
+    stl_ens = cells[names.index("synthetic__stl_ens(seeds=1)")]
     assert [m.tasks for m in stl_ens.members] == [("quadrant",), ("top",), ("brightness",)]
     assert stl_ens.tasks == ("quadrant", "top", "brightness")
     # A member's config change changes the ensemble's key.

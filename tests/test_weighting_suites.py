@@ -75,7 +75,7 @@ def test_smoke_weighting_cifar_runs_and_reports(cifar_run):
     for figure in ("weights_cifar10.png", "grad_cosines_cifar10.png"):
         assert f"smoke_weighting_cifar/{figure}" in section
         assert (tmp / "reports" / "smoke_weighting_cifar" / figure).read_bytes()[:4] == b"\x89PNG"
-    h = store.history("cifar10__uncertainty(weighting=uncertainty)__seed0")
+    h = store.history("cifar10__uncertainty__seed0")
     assert {"weight_class10", "weight_animal", "grad_cos_class10_vs_animal", "step_ms"} <= set(h.columns)
 
 
@@ -113,14 +113,14 @@ def test_weighting_freq3_compares_every_method_with_seed_000s_weights(freq3_run)
     # step time: the median over epochs after the first, per seed, then the ratio of the seed means
     def step(cell_id: str) -> float:
         return np.mean([store.history(f"freq3__{cell_id}__seed{s}").step_ms.iloc[1:].median() for s in (0, 1)])
-    assert overview["pcgrad"]["x ref"] == f"{step('pcgrad(weighting=pcgrad)') / step('fixed'):.2f}"
+    assert overview["pcgrad"]["x ref"] == f"{step('pcgrad') / step('fixed'):.2f}"
 
     rows = _table(section.split("Against the reference")[1], "entry")
     assert [(r["entry"], r["vs"], r["task"]) for r in rows] == [
         ("pcgrad", "fixed", t) for t in "abc"]
     pvalues = []  # scipy's paired t-test; equal differences on both seeds: p 1 when they are 0 (stats.ttest_p)
     for r in rows:
-        cell = f"freq3__{r['entry']}(weighting={r['entry']})"
+        cell = f"freq3__{r['entry']}"
         metric = "mae" if r["task"] == "c" else "accuracy"
         a = [store.record(f"{cell}__seed{s}").test[r["task"]][metric] for s in (0, 1)]
         b = [store.record(f"freq3__fixed__seed{s}").test[r["task"]][metric] for s in (0, 1)]

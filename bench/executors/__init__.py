@@ -17,7 +17,7 @@ to the store; outcomes come back to the planner, progress to the screen as event
 
 from __future__ import annotations
 
-from bench.config import SlurmConfig
+from bench.settings import SlurmConfig
 from bench.executors.job import CellJob, CellNotFound, ExecutorError, RunContext, run_named_cell
 from bench.executors.plan import Executor, Plan, RunSummary, plan, run_cells
 

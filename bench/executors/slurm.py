@@ -31,7 +31,7 @@ import torch
 from submitit.helpers import as_completed
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from bench.config import SlurmConfig
+from bench.settings import SlurmConfig
 from bench.executors.job import CellJob, ExecutorError, RunContext, run_named_cell
 from bench.grid import Cell
 from bench.locks import LEASE_S

@@ -21,7 +21,7 @@ mlflow and tensorboard are optional extras, imported only when a tracker is enab
 
 from __future__ import annotations
 
-from bench.config import TrackingConfig
+from bench.settings import TrackingConfig
 from bench.tracking.base import CompositeTracker, NullTracker, Tracker, TrackingError, TrackingWarning, flatten
 from bench.tracking.mlflow_runs import MlflowTracker, mlflow_uri
 from bench.tracking.tensorboard_events import TensorBoardTracker
