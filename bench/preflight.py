@@ -144,7 +144,7 @@ def _estimate(plan: Plan, cells: list[Cell], device: torch.device, console: Cons
     console.print(f"estimate on this CPU: about {duration(total)} for {len(cells)} cells to train (from the first "
                   f"model's timed steps, {len(models)} distinct models{load})", highlight=False)
     if total > LONG_RUN:
-        console.print(f"[yellow]This suite is long for a CPU[/yellow] (it is sized for a GPU: --device cuda). "
+        console.print(f"[yellow]This run is long on this CPU[/yellow] (a GPU runs it with --device cuda). "
                       f"A CPU-sized check of the whole pipeline: {CPU_COMMAND} (about 30 s on 2 cores). "
                       "Ctrl-C stops this run; finished cells stay in the store.", highlight=False)
     return estimates

@@ -60,7 +60,7 @@ def test_a_long_cpu_run_is_estimated_from_the_first_model_and_warned_about(tiny_
     text = " ".join(out.getvalue().split())
     assert ("estimate on this CPU: about 10 s for 4 cells to train (from the first model's timed steps, "
             "2 distinct models") in text
-    assert "This suite is long for a CPU" in text and P.CPU_COMMAND in text
+    assert "This run is long on this CPU" in text and P.CPU_COMMAND in text
 
 
 def test_a_short_cpu_run_times_one_model_and_does_not_warn(tiny_suite, write_suite, tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_a_short_cpu_run_times_one_model_and_does_not_warn(tiny_suite, write_sui
     console, out = _console()
     plan = P.preflight(cells, Store(tmp_path, "tiny"), CPU, console)
     assert probed == [cells[0].name] and set(plan.estimates) == {c.name for c in cells}
-    assert "long for a CPU" not in out.getvalue()
+    assert "long on this CPU" not in out.getvalue()
 
 
 def test_finished_cells_are_not_planned(smoke_run, monkeypatch):
