@@ -89,6 +89,18 @@ def _refuse(console: Console, what: str, message: str) -> int:
     return 2
 
 
+def _worker_device_type(args, suite) -> str:
+    """Where a pool's or a cluster's cells will train: "cuda" when GPUs are given (or `--device` is
+    auto and this machine has one, for a pool), else "cpu"."""
+    import torch
+
+    if args.device.startswith("cuda") or getattr(args, "gpus", None):
+        return "cuda"
+    if args.executor == "slurm":
+        return "cuda" if _slurm_config(suite, args).gpus_per_task > 0 else "cpu"
+    return "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
+
+
 def select(cells: list, ids: str | None, suite) -> list:
     """Keep the cells of the comma-separated strategy ids (all when None); unknown ids are errors."""
     if not ids:
@@ -107,7 +119,7 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
 
     from bench.executors import ExecutorError, make_executor, run_cells
     from bench.grid import manifest
-    from bench.preflight import SizeError, describe_device, preflight
+    from bench.preflight import SizeError, check_numerics, describe_device, preflight
     from bench.store import Store
     from bench.tracking import TrackingError, make_tracker
     from bench.train_cell import pick_device
@@ -125,6 +137,7 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
         device = pick_device(args.device) if inline else torch.device("cpu")
         where = describe_device(device) if inline else f"{args.device} via --executor {args.executor}"
         console.print(f"suite {suite.name}: {len(cells)} cells on {where}", highlight=False)
+        check_numerics(cells, device.type if inline else _worker_device_type(args, suite))
         tracker.check()
         # The data is checked where this machine has it: inline runs keep what the preflight loaded, and a
         # pool's parent checks it on the CPU; a SLURM job loads its own, on the cluster.

@@ -88,6 +88,24 @@ def preflight(cells: list[Cell], store: Store, device: torch.device, console: Co
     return plan
 
 
+def check_numerics(cells: list[Cell], device_type: str) -> None:
+    """ValueError (before training) for a setting that cannot run with the numerics its cells get on
+    `device_type` ("cpu" or "cuda", where the cells will train): the gradient-cosine probe
+    (`train.grad_cosine_every`) under autocast. Its batched Jacobian (torchjd's `jac` under
+    torch.vmap) fails there: seen on an NVIDIA H200 with torch 2.11 and bf16, every cell of
+    smoke_weighting_cifar failed with "Expected grad_output to have type BFloat16 but got Float"."""
+    import torch
+
+    from bench.precision import numerics
+
+    bad = sorted({c.strategy.id for c in cells if not c.members and c.train.grad_cosine_every > 0
+                  and numerics(c.train.precision, c.train.deterministic, torch.device(device_type)).precision != "fp32"})
+    if bad:
+        raise ValueError(f"train.grad_cosine_every needs precision fp32 on {device_type} (its gradient-cosine probe "
+                         "fails under autocast); entries " + ", ".join(bad) + ": set train.precision: fp32 for "
+                         "them, or train.grad_cosine_every: 0")
+
+
 def _busy_hint(console: Console) -> None:
     """On a CPU busier than it has cores, one thread per operation is several times faster for small
     models (measured: the smoke suite's cells 63 s with 2 threads, 10 s with 1, at load 7 on 2 cores)."""

@@ -172,3 +172,33 @@ def test_a_short_cpu_run_uses_one_thread_unless_told(tiny_suite, write_suite, tm
         assert "a short run: one thread per operation" in out.getvalue()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_gradient_cosine_probe_is_refused_under_autocast_before_training(tiny_suite, write_suite, tmp_path,
+                                                                            capsys):
+    """Seen on an H200 (torch 2.11, bf16): the probe's batched Jacobian fails in every cell. On CUDA the
+    default precision is bf16, so such entries must ask for fp32; on a CPU everything runs in fp32."""
+    raw = tiny_suite(strategies=["hard_share", {"name": "hard_share", "id": "exact", "train": {"precision": "fp32"}},
+                                 {"name": "hard_share", "id": "half", "train": {"precision": "fp16"}}])
+    raw["train"]["grad_cosine_every"] = 2
+    cells = expand(load_suite(write_suite(raw)))
+    P.check_numerics(cells, "cpu")  # fp32 whatever is asked: allowed
+    with pytest.raises(ValueError) as err:
+        P.check_numerics(cells, "cuda")
+    assert str(err.value) == ("train.grad_cosine_every needs precision fp32 on cuda (its gradient-cosine probe fails "
+                              "under autocast); entries half, hard_share: set train.precision: fp32 for them, or "
+                              "train.grad_cosine_every: 0")
+    raw["train"]["grad_cosine_every"] = 0
+    P.check_numerics(expand(load_suite(write_suite(raw))), "cuda")  # no probe: bf16 is fine
+    # Where a pool's or a cluster's cells train decides it (the driver itself runs on the CPU).
+    from bench import cli
+
+    suite = load_suite(write_suite(raw))
+
+    def where(*flags: str) -> str:
+        return cli._worker_device_type(cli._parser().parse_args(["run", "s.yaml", *flags]), suite)
+
+    assert where("--executor", "slurm", "--gpus-per-task", "1") == "cuda"
+    assert where("--executor", "slurm") == "cpu"
+    assert where("--executor", "local", "--gpus", "0") == "cuda"
+    assert where("--executor", "local", "--device", "cpu") == "cpu"
