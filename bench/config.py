@@ -8,6 +8,7 @@ are defined in `bench.settings` (re-exported here).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,7 +75,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
                 )
             _check_weighting_values(st.weighting, len(st.tasks or ds.tasks), f"strategies[{i}].weighting")
     return Suite(
-        name=text(raw.get("name", path.stem), "name"),
+        name=file_name(raw.get("name", path.stem), "name" if "name" in raw else "name (from the file's name: rename the file or set name:)"),
         path=str(path),
         description=text(raw.get("description", ""), "description"),
         datasets=datasets,
@@ -117,6 +118,25 @@ def text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         hint = YAML_BOOL_HINT if isinstance(value, bool) else ""
         raise ValueError(f"{where}: expected a string, got {value!r}{hint}")
+    return value
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+SAFE_NAME_TEXT = "ASCII letters, digits, '_', '-' and '.' (not first)"
+
+
+def file_name(value: Any, where: str) -> str:
+    """A suite name or an entry id: the results store makes folders of it (`results/<suite>/<dataset>__<id>...`),
+    so it must be one safe file-name component: `SAFE_NAME`'s characters, not empty, not starting with '.'
+    (a hidden folder, or `..` out of the store). ValueError naming `where` and the allowed characters."""
+    value = text(value, where)
+    if not value:
+        raise ValueError(f"{where}: empty; it names folders in the results store: give a name of {SAFE_NAME_TEXT}")
+    bad = sorted({c for c in value if not SAFE_NAME.fullmatch(c)})
+    if bad or value.startswith("."):
+        found = f"has {', '.join(map(repr, bad))}" if bad else "starts with '.'"
+        raise ValueError(f"{where}: {value!r} {found}; it names folders in the results store, so it may hold only "
+                         f"{SAFE_NAME_TEXT}")
     return value
 
 
@@ -199,6 +219,7 @@ def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
     out = []
     for name, body in raw.items():
         where = f"datasets.{name}"
+        file_name(str(name), where)
         body = dict(_mapping(body or {}, where))
         if "union" in body:
             out.append(_union(str(name), body, registry, where))
@@ -285,7 +306,7 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tupl
         if name not in registry:
             raise ValueError(f"{where}.name: unknown strategy {name!r}; valid: {', '.join(registry.names())}"
                              + (YAML_BOOL_HINT if isinstance(name, bool) else ""))
-        sid = text(entry.pop("id", name), f"{where}.id")
+        sid = file_name(entry.pop("id", name), f"{where}.id")
         if sid in seen:
             raise ValueError(f"{where}.id: {sid!r} is used twice; give each entry its own id")
         seen.add(sid)

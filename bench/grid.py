@@ -146,10 +146,34 @@ def expand(suite: Suite) -> list[Cell]:
                 cells.append(_combined_cell(suite, ds, st, [c for s in m.seeds for c in trained[m.of, s]]))
     if not cells:
         raise SuiteError(f"{suite.path}: the grid is empty")
+    for cell in cells:
+        _check_name(suite, cell)
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise SuiteError(f"{suite.path}: two cells share a name; give strategy entries distinct ids")
     return cells
+
+
+def _check_name(suite: Suite, cell: Cell) -> None:
+    """SuiteError unless the cell's name can be a folder of the store: short enough (MAX_CELL_NAME_BYTES)
+    and without a path separator (a strategy parameter's text may hold one). An entry with its own
+    id is named by the id alone, so the fix is an `id`."""
+    from bench.store import MAX_CELL_NAME_BYTES
+
+    i = suite.strategies.index(cell.strategy)
+    size = len(cell.name.encode())
+    problem = (f"is {size} bytes long, over the {MAX_CELL_NAME_BYTES} a results folder can take"
+               if size > MAX_CELL_NAME_BYTES else "holds a path separator" if "/" in cell.name or "\\" in cell.name
+               else None)
+    if problem:
+        fix = ("give the entry a short `id:` (an entry with its own id is named by it alone)"
+               if cell.strategy.id == cell.strategy.name else "shorten its `id:` or the dataset entry's name")
+        raise SuiteError(f"{suite.path}: strategies[{i}] ({cell.strategy.id}): its cell name {_shown(cell.name)} {problem}; "
+                         f"{fix}")
+
+
+def _shown(name: str, limit: int = 80) -> str:
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + "..."
 
 
 def _seeds(suite: Suite, sid: str, strategies: dict) -> list[int]:

@@ -47,6 +47,10 @@ MANIFEST = "suite.json"
 ATTEMPTS = ".attempts"
 LOCKS = ".locks"
 ASIDE = ".replaced"  # suffix of a result renamed aside while its replacement moves in
+# The longest cell name the store can hold: a file name has at most 255 bytes (NAME_MAX of ext4, XFS,
+# NFS, Lustre), and an attempt folder adds `.<pid>-<8 hex digits>` (pids up to 4194304) and, while it
+# swaps in, ASIDE to the cell's name.
+MAX_CELL_NAME_BYTES = 255 - len(".4194304-01234567" + ASIDE)
 
 
 def _atomic(path: Path, write) -> None:

@@ -9,6 +9,7 @@ import sys
 import typing
 
 import pytest
+import yaml
 
 from bench import cli
 from bench.config import DatasetConfig, SuiteError, TrainConfig, load_suite
@@ -17,7 +18,7 @@ from bench.grid import expand
 from bench.models import BACKBONES
 from bench.registry import Range, YAML_BOOL_HINT, param_hints, unannotated
 from bench.strategies import STRATEGIES
-from conftest import REPO, SUITES
+from conftest import REPO, SUITES, TINY_DATA
 
 
 @pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.stem)
@@ -292,3 +293,73 @@ def test_validate_imports_no_torch():
     assert out.returncode == 0, out.stderr
     codes, imported = out.stdout.strip().split("] ")
     assert set(codes.strip("[").split(", ")) == {"0"} and imported == "[]"
+
+
+# ---- issue 12 (hardening): the new-user report's defects ------------------------------------------
+@pytest.mark.parametrize("path, value, fragment", [
+    ("name", "../../escape", "name: '../../escape' has '/'"),
+    ("name", "", "name: empty; it names folders in the results store"),
+    ("name", "..", "name: '..' starts with '.'"),
+    ("strategies", [{"name": "hard_share", "id": "a/b"}], "strategies[0].id: 'a/b' has '/'"),
+    ("strategies", [{"name": "hard_share", "id": ".hidden"}], "strategies[0].id: '.hidden' starts with '.'"),
+    ("strategies", [{"name": "hard_share", "id": "a b:c"}], "strategies[0].id: 'a b:c' has ' ', ':'"),
+    ("datasets", {"my/data": {**TINY_DATA, "dataset": "synthetic"}}, "datasets.my/data: 'my/data' has '/'"),
+], ids=["parent path", "empty", "dot-dot", "slash", "hidden", "space and colon", "dataset id"])
+def test_names_used_as_store_folders_must_be_safe_file_names(tiny_suite, write_suite, path, value, fragment):
+    """Defect 1: a suite name or entry id becomes a folder of the store; `..` or `/` would write outside
+    it or into a folder that does not exist (a crash after training)."""
+    suite_file = write_suite(_edit(tiny_suite(), path, value))
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite_file)
+    assert str(err.value).startswith(f"{suite_file}: {fragment}"), str(err.value)
+    assert "ASCII letters, digits, '_', '-' and '.' (not first)" in str(err.value) or "empty" in fragment
+
+
+def test_a_suite_file_whose_name_is_not_a_safe_folder_needs_a_name_key(tiny_suite, tmp_path):
+    raw = tiny_suite()
+    del raw["name"]
+    path = tmp_path / "my suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SuiteError, match=r"name \(from the file's name: rename the file or set name:\): 'my suite' "
+                                         r"has ' '"):
+        load_suite(path)
+
+
+LWF_EVERYTHING = {"name": "sequential_lwf", "order": ["brightness", "quadrant", "top"], "temperature": 2.5,
+                  "distill_weight": 1.5, "feature_weight": 0.25, "replay": 32, "replay_batch": 16,
+                  "lr_backbone": 0.3, "lr_shared": 0.3, "lr_current_head": 1.0, "lr_old_heads": 0.5,
+                  "freeze_norm": True, "disjoint": True, "stage_epochs": [1, 1, 1],
+                  "stage_lr": [0.001, 0.0005, 0.00025]}
+
+
+def test_a_cell_name_too_long_for_a_folder_is_refused_naming_the_entry_and_the_fix(tiny_suite, write_suite):
+    """Defect 1: an LwF entry with every parameter and no id made a 300-byte folder name (OSError
+    after the data loaded); an id names the cell alone and fixes it."""
+    suite = load_suite(write_suite(tiny_suite(strategies=["stl", LWF_EVERYTHING])))
+    with pytest.raises(SuiteError) as err:
+        expand(suite)
+    message = str(err.value)
+    assert "strategies[1] (sequential_lwf): its cell name 'synthetic__sequential_lwf(" in message
+    assert "give the entry a short `id:`" in message
+    fixed = load_suite(write_suite(tiny_suite(strategies=["stl", {**LWF_EVERYTHING, "id": "lwf"}])))
+    assert "synthetic__lwf__seed0" in [c.name for c in expand(fixed)]
+
+
+@pytest.mark.parametrize("extra, ok", [(0, True), (1, False)])
+def test_the_longest_cell_name_leaves_room_for_the_stores_suffixes(tiny_suite, write_suite, extra, ok):
+    """NAME_MAX is 255 bytes; an attempt folder is `<cell>.<pid up to 4194304>-<8 hex>.replaced`, 26 bytes
+    more, so a cell name may have 229 bytes. `<dataset>__hard_share__seed0` adds 19 to the dataset id."""
+    ds = "d" * (229 - len("__hard_share__seed0") + extra)
+    suite = load_suite(write_suite(tiny_suite(datasets={ds: {**TINY_DATA, "dataset": "synthetic"}})))
+    if ok:
+        assert len(expand(suite)[0].name.encode()) == 229
+    else:
+        with pytest.raises(SuiteError, match="is 230 bytes long, over the 229"):
+            expand(suite)
+
+
+def test_run_refuses_an_unsafe_id_before_writing_anything(tiny_suite, write_suite, tmp_path, capsys):
+    suite_file = write_suite(tiny_suite(strategies=[{"name": "hard_share", "id": "a/b"}]))
+    assert cli.main(["run", str(suite_file), "--results", str(tmp_path / "r"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid suite" in err and "Traceback" not in err and not (tmp_path / "r").exists()
