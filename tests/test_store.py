@@ -22,7 +22,7 @@ from bench.record import RecordError
 from bench.executors import run_cells
 from bench.store import Store, atomic_torch_save, atomic_write_json
 from bench.trainer import Trainer
-from conftest import REPO, markdown_tables, section
+from conftest import REPO, markdown_tables, section, skip_rendering
 
 CPU = torch.device("cpu")
 CELL = "synthetic__hard_share__seed0"  # the tiny suite's one cell
@@ -232,3 +232,39 @@ def test_a_damaged_history_leaves_out_its_curve_with_a_note(tiny_suite, write_su
     assert f"> Note: curve left out, `{history}: damaged (Error tokenizing data" in text
     (table,) = markdown_tables(section(text, "Results"))
     assert next(r for r in table if r["strategy"] == "hard_share")["n"] == "2"  # both seeds' metrics still count
+
+
+UNUSABLE_HISTORIES = {  # what is written over seed 1's history.csv -> the problem its note names
+    "header alone": ("stage,epoch,lr,train_loss,val_loss\n", "no epochs (a header alone)"),
+    "wrong columns": ("epoch,loss\n1,0.5\n", "no column train_loss, val_loss (has epoch, loss)"),
+    "text for a number": ("epoch,train_loss,val_loss\n1,0.5,high\n", "column val_loss is not numbers"),
+    "deleted": (None, "missing or empty"),
+}
+
+
+def test_an_unusable_history_leaves_out_its_curve_with_a_note(tiny_suite, write_suite, tmp_path, monkeypatch):
+    """Defect 2: a history.csv holding its header alone crashed every report (fill_between on no rows);
+    wrong columns and a deleted file were dropped without a word. Each is a note, the metrics stand, and
+    with no usable history left the Training curves section still shows the notes."""
+    skip_rendering(monkeypatch)
+    path = write_suite(tiny_suite(seeds=[0, 1]))
+    assert _cli("run", path, tmp_path, "--no-report") == 0
+    store = Store(tmp_path / "results", "tiny")
+    histories = [store.cell_dir(f"synthetic__hard_share__seed{s}") / "history.csv" for s in (0, 1)]
+    good = histories[1].read_text()
+    for name, (content, problem) in UNUSABLE_HISTORIES.items():
+        histories[1].unlink() if content is None else histories[1].write_text(content)
+        assert _cli("report", path, tmp_path) == 0, name
+        text = (tmp_path / "reports" / "tiny.md").read_text()
+        curves = section(text, "Training curves")
+        assert f"> Note: curve left out, `{histories[1]}: {problem}`" in curves, name
+        assert "![curves synthetic]" in curves, name  # seed 0's curve is still drawn
+        (table,) = markdown_tables(section(text, "Results"))
+        assert next(r for r in table if r["strategy"] == "hard_share")["n"] == "2", name
+        histories[1].write_text(good)
+    histories[0].write_text(UNUSABLE_HISTORIES["header alone"][0])
+    histories[1].unlink()
+    assert _cli("report", path, tmp_path) == 0
+    curves = section((tmp_path / "reports" / "tiny.md").read_text(), "Training curves")
+    assert "![curves" not in curves
+    assert f"`{histories[0]}: no epochs (a header alone)`" in curves and f"`{histories[1]}: missing or empty`" in curves

@@ -28,8 +28,9 @@ def training_curves(d: ReportData) -> str:
         path = _figure(d, ds)
         if path is not None:
             parts.append(f"![curves {ds}]({d.figure_link(path)})")
-    if not parts:
-        return ""
+    notes = [f"> Note: curve left out, `{e}`" for e in d.damaged_histories]
+    if not parts:  # no curve to draw, but say why cells have none
+        return "## Training curves\n\n" + "\n\n".join(notes) if notes else ""
     return ("## Training curves\n\nPer epoch, mean over seeds (band: ±1 std over seeds): the validation loss "
             "that picks the best epoch (the loss-weighted sum over the tasks a stage trains), the training "
             "loss, and each task's validation score. Single-task entries are drawn per task (one model "
@@ -37,7 +38,7 @@ def training_curves(d: ReportData) -> str:
             "earlier task's score during a later stage shows what that stage makes it forget. A validation "
             "curve that turns up while the training loss keeps falling marks overfitting; one still falling "
             "at the end marks a cell that was still improving.\n\n"
-            + "\n\n".join(parts + [f"> Note: curve left out, `{e}`" for e in d.damaged_histories]))
+            + "\n\n".join(parts + notes))
 
 
 def _figure(d: ReportData, ds: str):

@@ -21,7 +21,23 @@ from tabulate import tabulate
 
 from bench.kinds import TaskSpec
 from bench.record import Entry, Manifest, Record, RecordError, stale_reason
-from bench.store import Store, atomic_write_text
+from bench.store import HISTORY, Store, atomic_write_text
+
+
+HISTORY_LOSSES = ("train_loss", "val_loss")  # every trained cell's history has them (bench/trainer.py)
+
+
+def unusable_history(history: pd.DataFrame) -> str | None:
+    """Why a read history.csv cannot feed the report (curves, epochs, "still improving"), None when it can:
+    no rows (a header alone), no loss columns, or a loss or validation column that is not numbers."""
+    if not len(history):
+        return "no epochs (a header alone)"
+    missing = [c for c in HISTORY_LOSSES if c not in history]
+    if missing:
+        return f"no column {', '.join(missing)} (has {', '.join(map(str, history.columns))})"
+    text = [c for c in history if (c in HISTORY_LOSSES or str(c).startswith("val_"))
+            and not pd.api.types.is_numeric_dtype(history[c])]
+    return f"column {', '.join(text)} is not numbers" if text else None
 
 
 @dataclass
@@ -62,16 +78,28 @@ class ReportData:
         return self.cached(("arrays", cell, task), lambda: (p[f"pred__{task}"].astype(np.float32), p[f"target__{task}"]))
 
     def history(self, cell: str) -> pd.DataFrame | None:
-        """The cell's history, None when it has none or it is damaged (then noted in `damaged_histories`:
-        the cell's metrics stand, only what its history feeds is left out)."""
+        """The cell's history, None when it has none or it cannot be used: damaged, without epochs or
+        the loss columns, or missing for a finished trained cell. Those are noted in `damaged_histories`
+        (the cell's metrics stand, only what its history feeds is left out); a combined cell (an
+        ensemble) has no history of its own, and that is no note."""
         def read() -> pd.DataFrame | None:
             try:
-                return self.store.history(cell)
+                history = self.store.history(cell)
             except RecordError as err:
                 self.damaged_histories.append(str(err))
                 return None
+            problem = unusable_history(history) if history is not None else \
+                "missing or empty" if self._trained(cell) else None
+            if problem:
+                self.damaged_histories.append(f"{self.store.cell_dir(cell) / HISTORY}: {problem}")
+                return None
+            return history
 
         return self.cached(("history", cell), read)
+
+    def _trained(self, cell: str) -> bool:
+        """Is `cell` a finished cell that trained (so wrote a history), not one combined from members?"""
+        return any(r.cell == cell and r.status == "done" and not r.members for r in self.records)
 
     # ---- the suite's structure ---------------------------------------------------------------
     @property
