@@ -205,13 +205,22 @@ def _run_one_cell(path: Path, args, console: Console) -> int:
 
 def _status(name: str, cells: list | None, args, console: Console) -> int:
     """`bench status`: each cell's state from the store (and the locks), wherever the suite runs."""
+    from bench.record import RecordError
     from bench.status import status_rows, status_table
     from bench.store import Store
 
     store = Store(args.results, name)
-    if cells is None and store.manifest() is None and not store.cells():
-        console.print(f"[red]nothing to show[/red]: no suite file and no results in {store.dir}", highlight=False)
-        return 2
+    if cells is None:  # the cells come from the manifest, else from the records
+        try:
+            manifest = store.manifest()
+        except RecordError as err:
+            manifest = None
+            console.print(f"damaged {err}: the cells come from their records (`bench run` rewrites it)",
+                          markup=False, highlight=False, soft_wrap=True)
+        if manifest is None and not store.cells():
+            console.print(f"[red]nothing to show[/red]: no suite file and no results in {escape(str(store.dir))}",
+                          highlight=False)
+            return 2
     rows = status_rows(store, None if cells is None else {c.name: c.key for c in cells})
     print(status_table(rows))
     return 0

@@ -45,7 +45,10 @@ def status_table(rows: list[CellStatus]) -> str:
 
 
 def _stored_cells(store: Store) -> list[str]:
-    manifest = store.manifest()
+    try:
+        manifest = store.manifest()
+    except RecordError:  # `bench status` names the damaged file; the records still list the cells
+        manifest = None
     names = list(manifest.cells) if manifest is not None else []
     locked = sorted(p.name[:-len(".lock")] for p in store.locks_dir.glob("*.lock")) if store.locks_dir.is_dir() else []
     return names + [n for n in store.cells() + locked if n not in names]

@@ -268,3 +268,22 @@ def test_an_unusable_history_leaves_out_its_curve_with_a_note(tiny_suite, write_
     curves = section((tmp_path / "reports" / "tiny.md").read_text(), "Training curves")
     assert "![curves" not in curves
     assert f"`{histories[0]}: no epochs (a header alone)`" in curves and f"`{histories[1]}: missing or empty`" in curves
+
+
+@pytest.mark.parametrize("manifest", ["garbage{{", "[]", '{"schema": 1}'], ids=["not JSON", "a list", "incomplete"])
+def test_status_names_a_damaged_manifest_and_lists_the_cells_from_their_records(tiny_suite, write_suite, tmp_path,
+                                                                                capsys, manifest):
+    """Defect 3: `bench status` without the suite file read suite.json unguarded (a RecordError traceback)."""
+    path, store, record, _ = _finished_cell(tiny_suite, write_suite, tmp_path)
+    (store.dir / "suite.json").write_text(manifest + "\n")
+    path.unlink()
+    capsys.readouterr()
+    assert cli.main(["status", "tiny", "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr()
+    assert " ".join(out.err.split()).startswith(f"damaged {store.dir / 'suite.json'}: ")
+    assert "Traceback" not in out.err
+    (row,) = [line for line in out.out.splitlines() if CELL in line]
+    assert "| done " in row and "1 done, 0 running, 0 failed, 0 left (of 1 cells)" in out.out
+    shutil.rmtree(store.cell_dir(CELL))  # nothing left to list: exit 2, naming the folder
+    assert cli.main(["status", "tiny", "--results", str(tmp_path / "results")]) == 2
+    assert "nothing to show: no suite file and no results in" in " ".join(capsys.readouterr().err.split())
