@@ -29,6 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from bench.arguments import check_folder
 from bench.config import SlurmConfig, SuiteError, load_suite, resolve_suite_path, slurm_config
 
 SLURM_FLAGS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism")
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     path = resolve_suite_path(args.suite)
+    try:
+        if args.command == "report":  # run checks its folders after the suite
+            check_folder(Path(args.reports), "--reports")
+    except ValueError as err:
+        return _refuse(console, "cannot run", str(err))
     if args.command == "run-cell":
         return _run_one_cell(path, args, console)
     if args.command == "report" and not path.exists():
@@ -89,6 +95,11 @@ def _refuse(console: Console, what: str, message: str) -> int:
     return 2
 
 
+def _note(console: Console, text: str) -> None:
+    """One unwrapped line of plain text (paths hold brackets rich would read as markup)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _worker_device_type(args, suite) -> str:
     """Where a pool's or a cluster's cells will train: "cuda" when GPUs are given (or `--device` is
     auto and this machine has one, for a pool), else "cpu"."""
@@ -127,6 +138,9 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     tracker = make_tracker(suite.tracking, mlflow=args.mlflow, tensorboard=args.tensorboard)
     store = Store(args.results, suite.name)
     try:
+        for folder, flag in ((args.results, "--results"), (None if args.no_report else args.reports, "--reports")):
+            if folder is not None:
+                check_folder(Path(folder), flag)
         if args.threads is not None and args.threads < 1:
             raise ExecutorError(f"--threads: {args.threads} is not a number of threads; give 1 or more")
         executor = make_executor(args.executor, workers=args.workers, gpus=args.gpus, device=args.device,
@@ -215,8 +229,7 @@ def _status(name: str, cells: list | None, args, console: Console) -> int:
             manifest = store.manifest()
         except RecordError as err:
             manifest = None
-            console.print(f"damaged {err}: the cells come from their records (`bench run` rewrites it)",
-                          markup=False, highlight=False, soft_wrap=True)
+            _note(console, f"damaged {err}: the cells come from their records (`bench run` rewrites it)")
         if manifest is None and not store.cells():
             console.print(f"[red]nothing to show[/red]: no suite file and no results in {escape(str(store.dir))}",
                           highlight=False)
@@ -248,9 +261,13 @@ def _report(suite, grid: list, args, console: Console, run_seconds: float | None
     now = manifest(suite, grid)
     store = Store(args.results, suite.name)
     if args.command == "report" and store.dir.is_dir() and _stored_fingerprint(store) not in (now.fingerprint, DAMAGED):
-        store.write_manifest(now)
+        try:
+            store.write_manifest(now)
+        except OSError as err:  # a read-only store: the report needs no manifest written
+            _note(console, f"{store.dir / 'suite.json'}: not updated ({err.strerror or err})")
     path = write_report(Path(args.results), suite.name, Path(args.reports), current_keys=dict(now.keys),
-                        manifest=now, run_seconds=run_seconds, command=_command(args))
+                        manifest=now, run_seconds=run_seconds, command=_command(args),
+                        on_note=lambda text: _note(console, text))
     console.print(f"report: {path}")
     return path
 
@@ -289,7 +306,7 @@ def _report_from_manifest(suite_path: Path, args, console: Console) -> int | Non
     from bench.report import write_report
 
     path = write_report(Path(args.results), name, Path(args.reports), current_keys=dict(store.manifest().keys),
-                        command=_command(args))
+                        command=_command(args), on_note=lambda text: _note(console, text))
     console.print(f"report: {path}")
     return 0
 
@@ -312,7 +329,8 @@ def _report_from_store(suite_path: Path, args, console: Console) -> int:
                       highlight=False)
         return 2
     console.print(f"no suite file {suite_path}: reporting {results / name} from the store alone", highlight=False)
-    path = write_report(results, name, Path(args.reports), command=f"python -m bench run {shlex.quote(args.suite)}")
+    path = write_report(results, name, Path(args.reports), command=f"python -m bench run {shlex.quote(args.suite)}",
+                        on_note=lambda text: _note(console, text))
     console.print(f"report: {path}")
     return 0
 

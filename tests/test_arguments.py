@@ -1,0 +1,79 @@
+"""The command line's own arguments (bench/arguments.py): output folders that cannot be written and
+devices that do not exist exit 2 with one line naming the flag, before any data loads or cell
+trains; a store that cannot be written still gets its report (issue 12, the new-user report)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from bench import cli
+from bench.arguments import check_folder
+from conftest import section, skip_rendering
+
+
+def _run(suite, tmp_path, *extra, results=None, reports=None) -> int:
+    return cli.main(["run", str(suite), "--device", "cpu", "--results", str(results or tmp_path / "results"),
+                     "--reports", str(reports or tmp_path / "reports"), *extra])
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return " ".join(err.split())
+
+
+@pytest.mark.parametrize("flag", ["--results", "--reports"])
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_a_folder_flag_naming_a_file_exits_2_before_any_training(tiny_suite, write_suite, tmp_path, capsys, flag,
+                                                                  where):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    folder = afile if where == "a file" else afile / "sub"
+    paths = {"results": folder} if flag == "--results" else {"reports": folder}
+    assert _run(write_suite(tiny_suite()), tmp_path, **paths) == 2
+    err = _one_line(capsys)
+    expected = "is a file" if where == "a file" else f"cannot be created: {afile} is a file"
+    assert f"cannot run: {flag}: {folder} {expected}; give a folder (created if missing)" in err
+    assert afile.read_text() == "mine\n"
+    assert not (tmp_path / "results").exists()  # nothing trained, nothing stored
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder; the not-a-folder cases above "
+                                               "exercise the same check")
+def test_a_read_only_results_folder_exits_2_naming_it(tiny_suite, write_suite, tmp_path, capsys):
+    results = tmp_path / "ro"
+    results.mkdir()
+    results.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert _run(write_suite(tiny_suite()), tmp_path, results=results) == 2
+    finally:
+        results.chmod(stat.S_IRWXU)
+    assert f"cannot run: --results: cannot write in {results}: Permission denied" in _one_line(capsys)
+
+
+def test_check_folder_leaves_nothing_behind(tmp_path):
+    check_folder(tmp_path / "new" / "deeper", "--results")
+    check_folder(tmp_path, "--results")
+    assert list(tmp_path.iterdir()) == []  # neither the missing folders nor the probe were left
+
+
+def test_report_on_a_store_it_cannot_write_in_writes_the_report_with_a_note(tiny_suite, write_suite, tmp_path,
+                                                                            capsys, monkeypatch):
+    """A results.csv that cannot be written (here a folder is in its way, which fails for root too, as a
+    read-only store does for others) is a note, not a crash that loses the report."""
+    skip_rendering(monkeypatch)
+    suite = write_suite(tiny_suite())
+    assert _run(suite, tmp_path, "--no-report") == 0
+    blocked = tmp_path / "results" / "tiny" / "results.csv"
+    blocked.mkdir()
+    capsys.readouterr()
+    assert cli.main(["report", str(suite), "--results", str(tmp_path / "results"),
+                     "--reports", str(tmp_path / "reports")]) == 0
+    err = _one_line(capsys)
+    assert f"{blocked}: not written (Is a directory); the report is written all the same" in err
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    assert f"> Note: {blocked}: not written (Is a directory); the report is complete without it." in text
+    assert "hard_share" in section(text, "Results")
