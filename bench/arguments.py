@@ -1,18 +1,22 @@
-"""The command line's own arguments, checked before any work: the output folders.
+"""The command line's own arguments, checked before any work: the output folders and the device.
 
     check_folder(Path("results"), "--results")     # bench/cli.py, before `bench run` loads any data
+    check_device("cuda:1", "--device")
 
 Each raises ValueError naming the flag, what is wrong and what would work; the CLI prints it in one
-line and exits 2, so a folder that cannot be written never costs a
-traceback after the data loaded or a cell trained.
+line and exits 2, so a folder that cannot be written or a GPU that is not there never costs a
+traceback after the data loaded or a cell trained. torch is imported only to look at a GPU.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
+DEVICES = "auto, cpu, cuda, cuda:N (N: a GPU index), mps"
 
 
 def check_folder(path: Path, flag: str) -> None:
@@ -31,3 +35,26 @@ def check_folder(path: Path, flag: str) -> None:
         where = "" if existing == path else f" (its parent {existing} is not writable)"
         raise ValueError(f"{flag}: cannot write in {path}{where}: {err.strerror or err}; give a folder you can "
                          "write, e.g. one under your home or /tmp") from None
+
+
+def check_device(name: str, flag: str = "--device", *, here: bool = True) -> None:
+    """ValueError unless `name` is a device `bench.train_cell.pick_device` can use: auto, cpu, mps, cuda or
+    cuda:N. here=True (the cells train on this machine): also that the GPU or MPS device exists here."""
+    m = DEVICE.match(name)
+    if m is None or (m[2] is not None and m[1] != "cuda"):
+        raise ValueError(f"{flag}: unknown device {name!r}; valid: {DEVICES}")
+    if not here or m[1] in ("auto", "cpu"):
+        return
+    import torch
+
+    if m[1] == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{flag}: mps: this machine has no Apple GPU (torch.backends.mps.is_available() is "
+                             "False); give cpu or auto")
+        return
+    count = torch.cuda.device_count()
+    index = int(m[2] or 0)
+    if index >= count:
+        seen = f"{count} GPU(s), indices 0-{count - 1}" if count else "no GPU (torch.cuda.device_count() is 0)"
+        raise ValueError(f"{flag}: {name}: no such GPU; this machine shows {seen}; give "
+                         + ("cpu or auto" if not count else f"cuda:0 to cuda:{count - 1}"))

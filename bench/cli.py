@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from bench.arguments import check_folder
+from bench.arguments import check_device, check_folder
 from bench.config import SlurmConfig, SuiteError, load_suite, resolve_suite_path, slurm_config
 
 SLURM_FLAGS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism")
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":  # run checks its folders after the suite
             check_folder(Path(args.reports), "--reports")
+        if args.command == "run-cell":
+            check_device(args.device)
     except ValueError as err:
         return _refuse(console, "cannot run", str(err))
     if args.command == "run-cell":
@@ -79,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
         weightings = args.weightings.split(",") if args.weightings else None
         try:
+            check_device(args.device)
             rows = perf(cells, args.epochs, args.device, weightings)
-        except SuiteError as err:
+        except ValueError as err:  # SuiteError too
             console.print(f"[red]invalid arguments[/red]: {escape(str(err))}", highlight=False)
             return 2
         return 1 if any(r["status"] != "done" for r in rows) else 0
@@ -138,6 +141,7 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     tracker = make_tracker(suite.tracking, mlflow=args.mlflow, tensorboard=args.tensorboard)
     store = Store(args.results, suite.name)
     try:
+        check_device(args.device, here=args.executor != "slurm")  # a SLURM job's GPU is on its node
         for folder, flag in ((args.results, "--results"), (None if args.no_report else args.reports, "--reports")):
             if folder is not None:
                 check_folder(Path(folder), flag)

@@ -8,9 +8,10 @@ import os
 import stat
 
 import pytest
+import torch
 
 from bench import cli
-from bench.arguments import check_folder
+from bench.arguments import check_device, check_folder
 from conftest import section, skip_rendering
 
 
@@ -77,3 +78,32 @@ def test_report_on_a_store_it_cannot_write_in_writes_the_report_with_a_note(tiny
     text = (tmp_path / "reports" / "tiny.md").read_text()
     assert f"> Note: {blocked}: not written (Is a directory); the report is complete without it." in text
     assert "hard_share" in section(text, "Results")
+
+
+@pytest.mark.parametrize("device, fragment", [
+    ("gpu", "--device: unknown device 'gpu'; valid: auto, cpu, cuda, cuda:N (N: a GPU index), mps"),
+    ("cpu:1", "--device: unknown device 'cpu:1'"),
+    ("cuda", "--device: cuda: no such GPU; this machine shows no GPU (torch.cuda.device_count() is 0); give cpu"),
+    ("cuda:9", "--device: cuda:9: no such GPU; this machine shows no GPU"),
+])
+@pytest.mark.parametrize("command", ["run", "perf"])
+def test_a_device_that_is_not_here_exits_2(tiny_suite, write_suite, tmp_path, capsys, monkeypatch, device, fragment,
+                                           command):
+    """Defect 5: torch's RuntimeError traceback (exit 1) for a GPU this machine does not have."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # the same on a GPU machine
+    suite = write_suite(tiny_suite())
+    assert cli.main([command, str(suite), "--device", device, "--results", str(tmp_path / "r")]) == 2
+    assert fragment in _one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_check_device_counts_the_gpus_it_sees(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:1"):
+        check_device(ok)
+    with pytest.raises(ValueError, match=r"cuda:2: no such GPU; this machine shows 2 GPU\(s\), indices 0-1; "
+                                         r"give cuda:0 to cuda:1"):
+        check_device("cuda:2")
+    check_device("cuda:7", here=False)  # a SLURM job's node: only the spelling is checked here
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        check_device("gpu", here=False)
