@@ -13,7 +13,8 @@
 SUITE is a name in suites/ or a path to a YAML file. A malformed suite (sizes against the data
 included), executor options that cannot work (workers < 1, a GPU that does not exist, no SLURM
 controller) or an unusable tracker exit with status 2 before any training; `run` exits 1 if any
-cell failed or diverged, after listing the failures and writing the report. `run-cell` exits 0 when the cell
+cell failed or diverged, after listing the failures and writing the report, and 130 when stopped
+by Ctrl-C, after one line saying which cells finished (a rerun trains the rest). `run-cell` exits 0 when the cell
 is done or was already, 1 when it failed, 75 when another live run holds it. `report` and `status`
 also work when the suite file is gone: they read results/<SUITE>/ alone.
 """
@@ -33,6 +34,7 @@ from bench.arguments import check_device, check_folder
 from bench.config import SlurmConfig, SuiteError, load_suite, resolve_suite_path, slurm_config
 
 SLURM_FLAGS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism")
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: how shells report a command stopped by Ctrl-C
 BUSY_EXIT = 75  # run-cell: another live run holds the cell (sysexits' EX_TEMPFAIL: try again later)
 
 
@@ -73,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + explain(suite))
         return 0
     if args.command == "run":
-        return _run(suite, grid, cells, args, console)
+        try:
+            return _run(suite, grid, cells, args, console)
+        except KeyboardInterrupt:  # outside the cells' run: loading the data, timing the estimate
+            _note(console, "interrupted; every finished cell stays in the store, and running the same command "
+                           "again continues")
+            return INTERRUPTED_EXIT
     if args.command == "status":
         return _status(suite.name, cells, args, console)
     if args.command == "perf":
@@ -168,13 +175,14 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
     the_manifest = manifest(suite, grid)
     store.write_manifest(the_manifest)  # the report reads the suite from here
     tracker.start_suite(suite.name, suite.description, the_manifest.to_json())
-    report = None
+    report, ended = None, {}  # ended: cell -> its outcome so far, for the line an interrupt prints
     try:
         summary = run_cells(cells, store, args.device, force=args.force, console=console, executor=executor,
                             suite_path=str(Path(suite.path).resolve()), threads=args.threads or (plan and plan.threads),
                             tracker=tracker,
                             datasets=plan.datasets if plan else None,
-                            estimates=plan.estimates if plan else None)
+                            estimates=plan.estimates if plan else None,
+                            on_event=lambda e: ended.update({e.cell: e.outcome.status} if e.kind == "end" else {}))
         console.print(f"done {len(summary.done)}, cached {len(summary.cached)}, failed {len(summary.failed)} "
                       f"in {summary.wall_seconds:.1f} s")
         for name in summary.failed:
@@ -183,9 +191,21 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
             report = _report(suite, grid, args, console, run_seconds=summary.wall_seconds)
     except ExecutorError as err:  # e.g. sbatch refused the array; finished cells stay in the store
         return _refuse(console, "cannot run", str(err))
+    except KeyboardInterrupt:  # Ctrl-C, here or in the pool's workers: the cell training is recorded failed
+        return _interrupted(console, len(cells), ended)
     finally:
         tracker.end_suite(report, _figures(report))
     return 1 if summary.failed else 0
+
+
+def _interrupted(console: Console, total: int, ended: dict[str, str]) -> int:
+    """One line for a run stopped by Ctrl-C: what finished, and that a rerun trains only the rest."""
+    done = [cell for cell, status in ended.items() if status == "done"]
+    cached = sum(status == "cached" for status in ended.values())
+    _note(console, f"interrupted: {len(done)} cell(s) finished in this run ({', '.join(done) or 'none'}), {cached} "
+                   f"were finished before, and a cell cut short is recorded as failed; run the same command again "
+                   f"to train the {total - len(done) - cached} left")
+    return INTERRUPTED_EXIT
 
 
 def _slurm_config(suite, args) -> SlurmConfig:

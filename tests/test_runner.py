@@ -218,3 +218,48 @@ def test_threads_are_set_and_recorded(tiny_suite, write_suite, tmp_path, monkeyp
     finally:
         torch.set_num_threads(before)
     assert Store(tmp_path, "tiny").record("cifar10__hard_share__seed0").provenance["torch_threads"] == 2
+
+
+def test_ctrl_c_says_what_finished_and_a_rerun_continues(tiny_suite, write_suite, tmp_path, monkeypatch, capsys):
+    """Defect 6: Ctrl-C gave a 40-line KeyboardInterrupt traceback (exit 1 inline, -2 in the pool). Now one
+    line, exit 130 (128 + SIGINT); the finished cell stays, the cut one is recorded failed, a rerun
+    trains the rest."""
+    from bench import runner
+
+    path = write_suite(tiny_suite(seeds=[0, 1, 2]))
+    real, calls = runner._train, []
+
+    def train(cell, *args):
+        calls.append(cell.name)
+        if cell.seed == 1:
+            raise KeyboardInterrupt
+        return real(cell, *args)
+
+    monkeypatch.setattr(runner, "_train", train)
+    roots = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert cli.main(["run", str(path), "--device", "cpu", *roots]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert ("interrupted: 1 cell(s) finished in this run (synthetic__hard_share__seed0), 0 were finished before, "
+            "and a cell cut short is recorded as failed; run the same command again to train the 2 left") in err
+    store = Store(tmp_path / "results", "tiny")
+    assert store.record("synthetic__hard_share__seed1").status == "failed"
+    assert store.record("synthetic__hard_share__seed2") is None and calls[-1].endswith("seed1")
+    monkeypatch.setattr(runner, "_train", real)
+    assert cli.main(["run", str(path), "--device", "cpu", "--no-report", *roots]) == 0
+    assert "done 2, cached 1, failed 0" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_worker_pool_is_the_same_one_line(tiny_suite, write_suite, tmp_path, monkeypatch, capsys):
+    from bench.executors.local import LocalPool
+
+    def interrupted(self, cells, ctx, on_event):
+        raise KeyboardInterrupt
+        yield  # a generator, as the pool's run is
+
+    monkeypatch.setattr(LocalPool, "run", interrupted)
+    path = write_suite(tiny_suite())
+    assert cli.main(["run", str(path), "--device", "cpu", "--executor", "local", "--results",
+                     str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Traceback" not in err and "interrupted: 0 cell(s) finished in this run (none)" in err
