@@ -1,7 +1,9 @@
-"""The command line's own arguments, checked before any work: the output folders and the device.
+"""The command line's own arguments, checked before any work: the output folders, the device and the
+strategy selection.
 
     check_folder(Path("results"), "--results")     # bench/cli.py, before `bench run` loads any data
     check_device("cuda:1", "--device")
+    cells = select(expand(suite), "stl, ensemble", suite)   # and the ensemble's members
 
 Each raises ValueError naming the flag, what is wrong and what would work; the CLI prints it in one
 line and exits 2, so a folder that cannot be written or a GPU that is not there never costs a
@@ -14,6 +16,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from bench.settings import SuiteError
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 DEVICES = "auto, cpu, cuda, cuda:N (N: a GPU index), mps"
@@ -58,3 +63,25 @@ def check_device(name: str, flag: str = "--device", *, here: bool = True) -> Non
         seen = f"{count} GPU(s), indices 0-{count - 1}" if count else "no GPU (torch.cuda.device_count() is 0)"
         raise ValueError(f"{flag}: {name}: no such GPU; this machine shows {seen}; give "
                          + ("cpu or auto" if not count else f"cuda:0 to cuda:{count - 1}"))
+
+
+def select(cells: list, ids: str | None, suite: Any) -> list:
+    """The cells of the comma-separated strategy ids of `--strategies` (all cells when None), plus the
+    members of any combined cell among them (an ensemble's cells of the entry it combines), in grid
+    order: a combined cell reads its members' stored predictions, so missing members run first.
+    Spaces around the ids are ignored. SuiteError for an empty value, an empty id or an unknown id."""
+    if ids is None:
+        return cells
+    valid = [s.id for s in suite.strategies]
+    wanted = [part.strip() for part in ids.split(",")]
+    if not any(wanted):
+        raise SuiteError(f"--strategies: {ids!r} names no strategy id; leave the flag out to run every cell, or "
+                         f"give comma-separated ids, valid: {', '.join(valid)}")
+    if "" in wanted:
+        raise SuiteError(f"--strategies: an empty id in {ids!r}; give comma-separated ids, valid: {', '.join(valid)}")
+    unknown = set(wanted) - set(valid)
+    if unknown:
+        raise SuiteError(f"--strategies: unknown {sorted(unknown)}; valid: {', '.join(valid)}")
+    keep = {c.name for c in cells if c.strategy.id in wanted}
+    keep |= {m.name for c in cells if c.name in keep for m in c.members}
+    return [c for c in cells if c.name in keep]

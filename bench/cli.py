@@ -30,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from bench.arguments import check_device, check_folder
+from bench.arguments import check_device, check_folder, select
 from bench.config import SlurmConfig, SuiteError, load_suite, resolve_suite_path, slurm_config
 
 SLURM_FLAGS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism")
@@ -120,17 +120,6 @@ def _worker_device_type(args, suite) -> str:
     if args.executor == "slurm":
         return "cuda" if _slurm_config(suite, args).gpus_per_task > 0 else "cpu"
     return "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
-
-
-def select(cells: list, ids: str | None, suite) -> list:
-    """Keep the cells of the comma-separated strategy ids (all when None); unknown ids are errors."""
-    if not ids:
-        return cells
-    wanted, valid = set(ids.split(",")), [s.id for s in suite.strategies]
-    unknown = wanted - set(valid)
-    if unknown:
-        raise SuiteError(f"--strategies: unknown {sorted(unknown)}; valid: {', '.join(valid)}")
-    return [c for c in cells if c.strategy.id in wanted]
 
 
 def _run(suite, grid: list, cells: list, args, console: Console) -> int:

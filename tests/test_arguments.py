@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from bench import cli
-from bench.arguments import check_device, check_folder
+from bench.arguments import check_device, check_folder, select
+from bench.config import load_suite
+from bench.grid import expand
+from bench.store import Store
 from conftest import section, skip_rendering
 
 
@@ -107,3 +110,45 @@ def test_check_device_counts_the_gpus_it_sees(monkeypatch):
     check_device("cuda:7", here=False)  # a SLURM job's node: only the spelling is checked here
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         check_device("gpu", here=False)
+
+
+def _ensemble_suite(tiny_suite, write_suite):
+    raw = tiny_suite(strategies=["stl", "hard_share", {"name": "ensemble", "of": "hard_share", "seeds": [0, 1]}])
+    raw["datasets"]["synthetic"]["tasks"] = ["quadrant", "top"]
+    return write_suite(raw)
+
+
+def test_selecting_an_ensemble_brings_in_its_members(tiny_suite, write_suite):
+    """Defect 7: `--strategies ensemble` alone left the members out, and the ensemble failed for want of
+    them (the README: missing members run first)."""
+    suite = load_suite(_ensemble_suite(tiny_suite, write_suite))
+    names = [c.name for c in select(expand(suite), "ensemble", suite)]
+    assert names == ["synthetic__hard_share__seed0", "synthetic__hard_share__seed1",  # seed 1: the ensemble's own
+                     "synthetic__ensemble(of=hard_share,seeds=0+1)"]
+    assert [c.name for c in select(expand(suite), " stl , hard_share", suite)] == [
+        "synthetic__stl(task=quadrant)__seed0", "synthetic__stl(task=top)__seed0", "synthetic__hard_share__seed0",
+        "synthetic__hard_share__seed1"]  # the grid trains the ensemble's extra seed under its entry
+
+
+@pytest.mark.parametrize("ids, message", [
+    ("", "--strategies: '' names no strategy id; leave the flag out to run every cell"),
+    (" , ", "--strategies: ' , ' names no strategy id"),
+    ("stl,,hard_share", "--strategies: an empty id in 'stl,,hard_share'; give comma-separated ids, valid: stl, "
+                        "hard_share, ensemble"),
+    ("stl, pcgrad", "--strategies: unknown ['pcgrad']; valid: stl, hard_share, ensemble"),
+])
+def test_an_empty_or_unknown_strategy_selection_exits_2(tiny_suite, write_suite, tmp_path, capsys, ids, message):
+    """Defect 8: an empty --strategies silently ran every cell."""
+    path = _ensemble_suite(tiny_suite, write_suite)
+    assert cli.main(["run", str(path), "--strategies", ids, "--results", str(tmp_path / "r")]) == 2
+    assert f"invalid suite: {message}" in _one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_with_only_the_ensemble_selected_trains_its_members_first(tiny_suite, write_suite, tmp_path, capsys):
+    path = _ensemble_suite(tiny_suite, write_suite)
+    assert _run(path, tmp_path, "--strategies", "ensemble", "--no-report") == 0
+    assert "done 3, cached 0, failed 0" in _one_line(capsys)
+    store = Store(tmp_path / "results", "tiny")
+    assert store.record("synthetic__ensemble(of=hard_share,seeds=0+1)").status == "done"
+    assert store.record("synthetic__stl(task=quadrant)__seed0") is None  # not selected
