@@ -307,9 +307,10 @@ def _report_from_manifest(suite_path: Path, args, console: Console) -> int | Non
 
     from bench.record import suite_fingerprint
     from bench.store import Store
+    from bench.suite_yaml import read_yaml
 
     try:
-        raw = yaml.safe_load(suite_path.read_text())
+        raw = read_yaml(suite_path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None  # the full path reports it
     name = str(raw.get("name", suite_path.stem)) if isinstance(raw, dict) else suite_path.stem

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import yaml
 
 from bench.registry import SEEDS, YAML_BOOL_HINT, Registry, check_params, check_value
+from bench.suite_yaml import DuplicateKey, read_yaml
 from bench.settings import (OPTIMIZERS, SCHEDULES, SELECTS, SLURM_MINIMUM, SUITE_KEYS, DatasetConfig,  # noqa: F401
                             PluginConfig, Reference, SlurmConfig, StrategyConfig, Suite, SuiteError, TrackingConfig,
                             TrainConfig, merge_train)
@@ -28,7 +29,9 @@ def load_suite(path: str | Path) -> Suite:
     if path.is_dir():
         raise SuiteError(f"{path}: is a folder; give a suite file (a .yaml path) or a suite name from suites/")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)
+    except DuplicateKey as err:
+        raise SuiteError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise SuiteError(f"{path}: not valid YAML: {err}") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -413,8 +416,9 @@ def _check_overrides(raw: Any, where: str) -> None:
 
 
 def _seeds(raw: Any) -> tuple[int, ...]:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = [raw]
+    if isinstance(raw, int) and not isinstance(raw, bool):  # one number is ambiguous: a count, or a seed?
+        raise ValueError(f"seeds: expected a list of integers, got {raw!r}: write [0, 1, 2] for three seeds, or "
+                         f"[{raw}] for seed {raw} alone")
     if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
         raise ValueError(f"seeds: expected a non-empty list of integers, got {raw!r}")
     check_value(raw, Annotated[list[int], SEEDS], "seeds")

@@ -26,6 +26,22 @@ YAML_BOOL_HINT = (" (YAML 1.1 reads an unquoted yes, no, on, off, true or false 
                   "as in 'no')")
 
 
+YAML_NUMBER_HINT = (" (YAML 1.1 reads {0} as a string, not a number: write an exponent with a dot before it and a "
+                    "sign, as in 1.0e-3, or the plain number, as in 0.001)")
+
+
+def _number_text(value: Any) -> str | None:
+    """The first string in `value` (itself, or an item of a list or a value of a mapping) that Python reads
+    as a number while YAML 1.1 did not (`1e-3`, `5E4`), None when there is none."""
+    if isinstance(value, str):
+        try:
+            return value if math.isfinite(float(value)) else None  # 'nan': YAML's own spelling is .nan
+        except ValueError:
+            return None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((t for t in map(_number_text, items) if t is not None), None)
+
+
 @dataclass(frozen=True)
 class Range:
     """The valid values of a numeric setting, in interval notation: "[0, 1)", "(0, 1]", "> 0", ">= 1".
@@ -145,7 +161,9 @@ def check_value(value: Any, hint: Any, where: str) -> None:
     """ValueError naming `where` when `value` does not have type `hint` or breaks its Range."""
     base, ranges = unannotated(hint)
     if not matches_hint(value, base):
-        hint_text = YAML_BOOL_HINT if _has_bool(value) and "str" in _hint_name(base) else ""
+        number = _number_text(value) if "float" in _hint_name(base) or "int" in _hint_name(base) else None
+        hint_text = (YAML_BOOL_HINT if _has_bool(value) and "str" in _hint_name(base) else
+                     YAML_NUMBER_HINT.format(number) if number is not None else "")
         raise ValueError(f"{where}: expected {_hint_name(base)}, got {value!r}{hint_text}")
     for valid in ranges:
         for path, x in _numbers(value):

@@ -363,3 +363,58 @@ def test_run_refuses_an_unsafe_id_before_writing_anything(tiny_suite, write_suit
     assert cli.main(["run", str(suite_file), "--results", str(tmp_path / "r"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "invalid suite" in err and "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("text, where", [
+    ("train: {epochs: 1}\ntrain: {epochs: 5}\n", "line 2: key 'train' is given a second time (first on line 1)"),
+    ("datasets:\n  synthetic: {val_size: 16, val_size: 8}\n",
+     "line 2: key 'val_size' is given a second time (first on line 2)"),
+    ("strategies:\n  - {name: hard_share, id: a, id: b}\n", "line 2: key 'id' is given a second time"),
+], ids=["top level", "nested", "in a list"])
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tiny_suite, write_suite, text, where):
+    """Defect 9: PyYAML keeps the last of two equal keys silently (a second train: block replaced the first)."""
+    raw = tiny_suite()
+    for key in ("train", "datasets", "strategies"):
+        if text.startswith(key):
+            del raw[key]
+    path = write_suite(raw)
+    path.write_text(text + path.read_text())
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}: {where}") and "merge the two into one" in str(err.value)
+
+
+def test_a_merge_key_may_still_be_overridden(tiny_suite, write_suite):
+    """`<<: *anchor` then the same key is YAML's way to override (suites/weighting_freq3.yaml does it)."""
+    raw = tiny_suite()
+    del raw["strategies"]
+    path = write_suite(raw)
+    path.write_text(path.read_text() + "strategies:\n  - &mt {name: hard_share, id: equal}\n"
+                                       "  - {<<: *mt, id: pcgrad, weighting: pcgrad}\n")
+    assert [s.id for s in load_suite(path).strategies] == ["equal", "pcgrad"]
+
+
+def test_seeds_as_one_number_is_refused(tiny_suite, write_suite):
+    """Defect 9: `seeds: 3` ran one seed, number 3; a reader may have meant three seeds."""
+    with pytest.raises(SuiteError, match=r"seeds: expected a list of integers, got 3: write \[0, 1, 2\] for three "
+                                         r"seeds, or \[3\] for seed 3 alone"):
+        load_suite(write_suite(tiny_suite(seeds=3)))
+
+
+@pytest.mark.parametrize("text, where, shown", [
+    ("train: {lr: 1e-3}", "train.lr: expected float, got '1e-3'", "1e-3"),
+    ("strategies: [{name: sequential_lwf, stage_lr: [0.01, 5E-4]}]",
+     "strategies[0].stage_lr: expected float | list[float] | None, got [0.01, '5E-4']", "5E-4"),
+])
+def test_a_number_yaml_reads_as_a_string_gets_a_hint(tiny_suite, write_suite, text, where, shown):
+    """YAML 1.1 needs a dot and a signed exponent (1.0e-3); `1e-3` is a string (PyYAML follows 1.1)."""
+    raw = tiny_suite()
+    raw.pop(text.split(":")[0])
+    path = write_suite(raw)
+    path.write_text(path.read_text() + text + "\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert str(err.value) == (f"{path}: {where} (YAML 1.1 reads {shown} as a string, not a number: write an exponent "
+                              "with a dot before it and a sign, as in 1.0e-3, or the plain number, as in 0.001)")
+    path.write_text(path.read_text().replace(shown, "1.0e-3"))
+    load_suite(path)  # the spelling the hint gives is read as a number
