@@ -8,14 +8,13 @@ are defined in `bench.settings` (re-exported here).
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 
-from bench.registry import SEEDS, YAML_BOOL_HINT, Registry, check_params, check_value
-from bench.suite_yaml import DuplicateKey, read_yaml
+from bench.registry import SEEDS, YAML_BOOL_HINT, Registry, check_params, check_value, declared_params
+from bench.suite_yaml import DuplicateKey, file_name, mapping, read_yaml, refuse_repeated, refuse_unknown, text
 from bench.settings import (OPTIMIZERS, SCHEDULES, SELECTS, SLURM_MINIMUM, SUITE_KEYS, DatasetConfig,  # noqa: F401
                             PluginConfig, Reference, SlurmConfig, StrategyConfig, Suite, SuiteError, TrackingConfig,
                             TrainConfig, merge_train)
@@ -57,8 +56,8 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
     from bench.models import BACKBONES
     from bench.strategies import STRATEGIES
 
-    raw = _mapping(raw, "(top level)")
-    _refuse_unknown(raw, SUITE_KEYS, "")
+    raw = mapping(raw, "(top level)")
+    refuse_unknown(raw, SUITE_KEYS, "")
     for key in ("datasets", "strategies", "seeds"):
         if key not in raw:
             raise ValueError(f"{key}: required key is missing")
@@ -86,7 +85,7 @@ def _parse_suite(raw: Any, path: Path) -> Suite:
         seeds=seeds,
         backbone=backbone,
         train=train,
-        train_keys=tuple(_mapping(raw.get("train", {}), "train")),
+        train_keys=tuple(mapping(raw.get("train", {}), "train")),
         tracking=_tracking(raw.get("tracking")),
         baselines=_baselines(baselines, strategies, datasets, STRATEGIES),
         reference=_reference(raw.get("reference"), strategies, datasets),
@@ -116,33 +115,6 @@ def _tracking(raw: Any) -> TrackingConfig:
     return cfg
 
 
-def text(value: Any, where: str) -> str:
-    """A string setting; a YAML 1.1 boolean (an unquoted `no`) or a number is refused."""
-    if not isinstance(value, str):
-        hint = YAML_BOOL_HINT if isinstance(value, bool) else ""
-        raise ValueError(f"{where}: expected a string, got {value!r}{hint}")
-    return value
-
-
-SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-SAFE_NAME_TEXT = "ASCII letters, digits, '_', '-' and '.' (not first)"
-
-
-def file_name(value: Any, where: str) -> str:
-    """A suite name or an entry id: the results store makes folders of it (`results/<suite>/<dataset>__<id>...`),
-    so it must be one safe file-name component: `SAFE_NAME`'s characters, not empty, not starting with '.'
-    (a hidden folder, or `..` out of the store). ValueError naming `where` and the allowed characters."""
-    value = text(value, where)
-    if not value:
-        raise ValueError(f"{where}: empty; it names folders in the results store: give a name of {SAFE_NAME_TEXT}")
-    bad = sorted({c for c in value if not SAFE_NAME.fullmatch(c)})
-    if bad or value.startswith("."):
-        found = f"has {', '.join(map(repr, bad))}" if bad else "starts with '.'"
-        raise ValueError(f"{where}: {value!r} {found}; it names folders in the results store, so it may hold only "
-                         f"{SAFE_NAME_TEXT}")
-    return value
-
-
 def slurm_config(raw: Any, where: str = "slurm", *, flags: bool = False) -> SlurmConfig:
     """A `slurm:` block with its values checked. flags=True: the values came from command-line flags
     (`--cpus-per-task` ...), which the errors then name instead of the key path."""
@@ -158,21 +130,8 @@ def slurm_config(raw: Any, where: str = "slurm", *, flags: bool = False) -> Slur
     return cfg
 
 
-def _mapping(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _refuse_unknown(raw: dict, valid: tuple[str, ...] | list[str], where: str) -> None:
-    for key in raw:
-        if key not in valid:
-            prefix = f"{where}." if where else ""
-            raise ValueError(f"{prefix}{key}: unknown key; valid: {', '.join(valid)}")
-
-
 def _dataclass_from(cls: type, raw: Any, where: str, **fixed: Any) -> Any:
-    raw = _mapping(raw, where)
+    raw = mapping(raw, where)
     check_params(cls, raw, where)
     return cls(**fixed, **raw)
 
@@ -201,13 +160,13 @@ def check_train_values(cfg: TrainConfig, where: str) -> None:
         except ValueError as err:
             raise ValueError(f"{where}.{key}.{err}") from None
     for i, op in enumerate(cfg.augment):
-        build_op(_mapping(op, f"{where}.augment[{i}]"), f"{where}.augment[{i}]")
+        build_op(mapping(op, f"{where}.augment[{i}]"), f"{where}.augment[{i}]")
 
 
 def _plugin(raw: Any, where: str, registry: Registry) -> PluginConfig:
     if isinstance(raw, str):
         raw = {"name": raw}
-    raw = dict(_mapping(raw, where))
+    raw = dict(mapping(raw, where))
     name = raw.pop("name", None)
     if name not in registry:
         raise ValueError(f"{where}.name: unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
@@ -216,14 +175,14 @@ def _plugin(raw: Any, where: str, registry: Registry) -> PluginConfig:
 
 
 def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
-    raw = _mapping(raw, "datasets")
+    raw = mapping(raw, "datasets")
     if not raw:
         raise ValueError(f"datasets: empty; the grid needs at least one of: {', '.join(registry.names())}")
     out = []
     for name, body in raw.items():
         where = f"datasets.{name}"
         file_name(str(name), where)
-        body = dict(_mapping(body or {}, where))
+        body = dict(mapping(body or {}, where))
         if "union" in body:
             out.append(_union(str(name), body, registry, where))
             continue
@@ -241,7 +200,7 @@ def _datasets(raw: Any, registry: Registry) -> tuple[DatasetConfig, ...]:
 
 def _dataset(name: str, body: dict, registry: Registry, where: str, source: str | None = None) -> DatasetConfig:
     loader = registry.get(source or name)
-    options = _mapping(body.get("options", {}), f"{where}.options")
+    options = mapping(body.get("options", {}), f"{where}.options")
     check_params(loader, options, f"{where}.options")
     try:
         declared = loader.declare(options).tasks
@@ -254,7 +213,8 @@ def _dataset(name: str, body: dict, registry: Registry, where: str, source: str 
         if t not in declared:
             raise ValueError(f"{where}.tasks: unknown task {t!r}; valid: {', '.join(declared)}"
                              + (YAML_BOOL_HINT if isinstance(t, bool) else ""))
-    _refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig)
+    refuse_repeated(tasks, f"{where}.tasks")
+    refuse_unknown(body, [f.name for f in dataclasses.fields(DatasetConfig)
                            if f.name not in ("name", "tasks", "parts", "dataset")], where)
     cfg = _dataclass_from(DatasetConfig, body, where, name=name, tasks=tuple(tasks),
                           dataset=source if source not in (None, name) else None)
@@ -270,15 +230,15 @@ PART_KEYS = ("name", "tasks", "val_size", "subset", "test_subset", "download", "
 
 def _union(name: str, body: dict, registry: Registry, where: str) -> DatasetConfig:
     """`{union: [{name: <dataset>, tasks: [...], ...}, ...], train: {...}}`: one entry over several datasets."""
-    _refuse_unknown(body, UNION_KEYS, where)
+    refuse_unknown(body, UNION_KEYS, where)
     raw_parts = body["union"]
     if not isinstance(raw_parts, list) or not raw_parts:
         raise ValueError(f"{where}.union: expected a non-empty list of parts, each {{name: <dataset>, tasks: [...]}}")
     parts, owner = [], {}
     for i, part in enumerate(raw_parts):
         pwhere = f"{where}.union[{i}]"
-        part = dict(_mapping(part, pwhere))
-        _refuse_unknown(part, PART_KEYS, pwhere)
+        part = dict(mapping(part, pwhere))
+        refuse_unknown(part, PART_KEYS, pwhere)
         pname = part.pop("name", None)
         if pname not in registry:
             raise ValueError(f"{pwhere}.name: unknown dataset {pname!r}; valid: {', '.join(registry.names())}")
@@ -303,7 +263,7 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tupl
         raise ValueError("strategies: expected a non-empty list; valid names: " + ", ".join(registry.names()))
     out, seen, baselines = [], set(), {}
     for i, entry in enumerate(raw):
-        entry = {"name": entry} if isinstance(entry, str) else dict(_mapping(entry, f"strategies[{i}]"))
+        entry = {"name": entry} if isinstance(entry, str) else dict(mapping(entry, f"strategies[{i}]"))
         name = entry.pop("name", None)
         where = f"strategies[{i}]"
         if name not in registry:
@@ -318,6 +278,7 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tupl
             raise ValueError(f"{where}.tasks: expected a non-empty list of task names")
         for j, t in enumerate(tasks or ()):
             text(t, f"{where}.tasks[{j}]")
+        refuse_repeated(tasks or [], f"{where}.tasks")
         backbone = entry.pop("backbone", None)
         if backbone is not None:
             backbone = _plugin(backbone, f"{where}.backbone", backbones)
@@ -326,6 +287,11 @@ def _strategies(raw: Any, registry: Registry, backbones: Registry) -> tuple[tupl
         if "reference" in entry:
             baselines[i] = entry.pop("reference")
         weighting = _weighting(entry.pop("weighting", "equal"), f"{where}.weighting", name, registry)
+        own = sorted(declared_params(registry.get(name)))
+        for key in entry:
+            if key not in own:
+                raise ValueError(f"{where}.{key}: unknown parameter; valid: the entry's {', '.join(STRATEGY_KEYS)}, "
+                                 f"and {name}'s {', '.join(own) or '(none)'}")
         check_params(registry.get(name), entry, where)
         try:  # the strategy's own value checks; its messages start with the parameter's name
             registry.get(name)(**entry)
@@ -410,7 +376,7 @@ def _check_members(strategies: tuple[StrategyConfig, ...], registry: Registry) -
 
 
 def _check_overrides(raw: Any, where: str) -> None:
-    raw = _mapping(raw, where)
+    raw = mapping(raw, where)
     check_params(TrainConfig, raw, where)
     check_train_values(merge_train(TrainConfig(), raw), where)
 

@@ -148,9 +148,13 @@ def expand(suite: Suite) -> list[Cell]:
         raise SuiteError(f"{suite.path}: the grid is empty")
     for cell in cells:
         _check_name(suite, cell)
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise SuiteError(f"{suite.path}: two cells share a name; give strategy entries distinct ids")
+    first: dict[str, Cell] = {}
+    for cell in cells:
+        other = first.setdefault(cell.name, cell)
+        if other is not cell:
+            entries = sorted({suite.strategies.index(c.strategy) for c in (other, cell)})
+            raise SuiteError(f"{suite.path}: two cells are named {cell.name!r} (from "
+                             f"{' and '.join(f'strategies[{i}]' for i in entries)}); give the entries distinct ids")
     return cells
 
 

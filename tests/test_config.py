@@ -418,3 +418,34 @@ def test_a_number_yaml_reads_as_a_string_gets_a_hint(tiny_suite, write_suite, te
                               "with a dot before it and a sign, as in 1.0e-3, or the plain number, as in 0.001)")
     path.write_text(path.read_text().replace(shown, "1.0e-3"))
     load_suite(path)  # the spelling the hint gives is read as a number
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("strategies", ["stl", {"name": "hard_share", "tasks": ["quadrant", "quadrant"]}],
+     "strategies[1].tasks: 'quadrant' given more than once; name each task once"),
+    ("datasets.synthetic.tasks", ["top", "quadrant", "top"],
+     "datasets.synthetic.tasks: 'top' given more than once; name each task once"),
+    ("strategies", [{"name": "hard_share", "task": ["quadrant"]}],
+     "strategies[0].task: unknown parameter; valid: the entry's name, id, tasks, backbone, train, weighting, "
+     "reference, and hard_share's heads"),
+    ("strategies", ["hard_share", {"name": "ensemble", "off": "hard_share"}],
+     "strategies[1].off: unknown parameter; valid: the entry's name, id, tasks, backbone, train, weighting, "
+     "reference, and ensemble's of, seeds"),
+], ids=["repeated strategy task", "repeated dataset task", "strategy key typo", "ensemble key typo"])
+def test_entry_mistakes_are_named_by_their_key_path(tiny_suite, write_suite, path, value, message):
+    """Defect 11: a repeated task said only "two cells share a name", and a typo in an entry listed the
+    strategy's own parameters without the entry keys (id, tasks, backbone, ...)."""
+    suite_file = write_suite(_edit(tiny_suite(), path, value))
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite_file)
+    assert str(err.value) == f"{suite_file}: {message}"
+
+
+def test_two_cells_with_one_name_name_both_entries(tiny_suite, write_suite):
+    raw = tiny_suite(datasets={"x": {**TINY_DATA, "dataset": "synthetic"}, "x__a": {**TINY_DATA, "dataset": "synthetic"}},
+                     strategies=[{"name": "hard_share", "id": "a__b"}, {"name": "hard_share", "id": "b"}])
+    suite_file = write_suite(raw)
+    with pytest.raises(SuiteError) as err:
+        expand(load_suite(suite_file))
+    assert str(err.value) == (f"{suite_file}: two cells are named 'x__a__b__seed0' (from strategies[0] and "
+                              "strategies[1]); give the entries distinct ids")
