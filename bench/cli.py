@@ -110,6 +110,16 @@ def _note(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def _pool_device(args, suite) -> str:
+    """Where the cells of a pool or a SLURM array train, for the run's first line."""
+    kind = _worker_device_type(args, suite)
+    if args.executor == "slurm":
+        return f"{kind} on SLURM nodes (--executor slurm)"
+    workers = args.workers or 1
+    gpus = f", GPUs {args.gpus}" if args.gpus else ""
+    return f"{kind} in {workers} worker process{'es' if workers > 1 else ''}{gpus} (--executor local)"
+
+
 def _worker_device_type(args, suite) -> str:
     """Where a pool's or a cluster's cells will train: "cuda" when GPUs are given (or `--device` is
     auto and this machine has one, for a pool), else "cpu"."""
@@ -149,7 +159,7 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
         if inline and args.threads:
             torch.set_num_threads(args.threads)  # before the preflight times any step
         device = pick_device(args.device) if inline else torch.device("cpu")
-        where = describe_device(device) if inline else f"{args.device} via --executor {args.executor}"
+        where = describe_device(device) if inline else _pool_device(args, suite)
         console.print(f"suite {suite.name}: {len(cells)} cells on {where}", highlight=False)
         check_numerics(cells, device.type if inline else _worker_device_type(args, suite))
         tracker.check()

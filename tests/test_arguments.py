@@ -152,3 +152,18 @@ def test_run_with_only_the_ensemble_selected_trains_its_members_first(tiny_suite
     store = Store(tmp_path / "results", "tiny")
     assert store.record("synthetic__ensemble(of=hard_share,seeds=0+1)").status == "done"
     assert store.record("synthetic__stl(task=quadrant)__seed0") is None  # not selected
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"executor": "local", "workers": 2, "gpus": None, "device": "cpu"}, "cpu in 2 worker processes (--executor local)"),
+    ({"executor": "local", "workers": None, "gpus": "0,0", "device": "auto"},
+     "cuda in 1 worker process, GPUs 0,0 (--executor local)"),
+    ({"executor": "slurm", "workers": None, "gpus": None, "device": "auto", **{k: None for k in cli.SLURM_FLAGS},
+      "gpus_per_task": 1}, "cuda on SLURM nodes (--executor slurm)"),
+])
+def test_the_first_line_names_where_a_pools_cells_train(tiny_suite, write_suite, options, where):
+    """The README's "bench run says which device it uses": a pool said "19 cells on auto via --executor local"."""
+    import argparse
+
+    suite = load_suite(write_suite(tiny_suite()))
+    assert cli._pool_device(argparse.Namespace(**options), suite) == where
