@@ -21,7 +21,6 @@ also work when the suite file is gone: they read results/<SUITE>/ alone.
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from bench.arguments import check_device, check_folder, select
+from bench.arguments import check_device, check_folder, parser, select
 from bench.config import SlurmConfig, SuiteError, load_suite, resolve_suite_path, slurm_config
 
 SLURM_FLAGS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism")
@@ -39,7 +38,7 @@ BUSY_EXIT = 75  # run-cell: another live run holds the cell (sysexits' EX_TEMPFA
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
     console = Console(stderr=True)
     path = resolve_suite_path(args.suite)
     try:
@@ -362,62 +361,6 @@ def _report_from_store(suite_path: Path, args, console: Console) -> int:
 def _command(args) -> str:
     only = f" --strategies {shlex.quote(args.strategies)}" if getattr(args, "strategies", None) else ""
     return "python -m bench run " + shlex.quote(args.suite) + only
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("validate", "check a suite without running it"),
-                       ("run", "train every cell not yet finished, then write the report"),
-                       ("run-cell", "run one cell of a suite in this process (the entry point of every executor)"),
-                       ("status", "done / running / failed / left per cell, from the results store"),
-                       ("report", "write reports/<suite>.md from the results store"),
-                       ("perf", "measure training throughput of each distinct cell (no store, no report)")):
-        s = sub.add_parser(name, help=text)
-        s.add_argument("suite", help="suite name in suites/ or path to a YAML file")
-        if name == "run-cell":
-            s.add_argument("cell", help="the cell's name, as `bench validate SUITE` lists it")
-        s.add_argument("--results", default="results", help="results store root (default: results)")
-        if name not in ("run-cell", "status"):
-            s.add_argument("--reports", default="reports", help="reports root (default: reports)")
-        if name in ("run", "perf", "run-cell"):
-            s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-        if name in ("run", "perf"):
-            s.add_argument("--strategies", help="comma-separated strategy ids: run only their cells")
-        if name == "validate":
-            s.add_argument("--explain", action="store_true",
-                           help="print every resolved train setting of every entry, marking defaults")
-        if name == "perf":
-            s.add_argument("--epochs", type=int, default=3, help="epochs per cell (first is warm-up)")
-            s.add_argument("--weightings", help="comma-separated weighting methods, or all: also run each "
-                                                "jointly trained multi-task cell with each (and equal)")
-        if name in ("run", "run-cell"):
-            s.add_argument("--force", action="store_true", help="rerun cells that are already finished")
-            s.add_argument("--threads", type=int, help="torch threads per cell run (default: inline torch's own, "
-                           "local cpus/workers, slurm --cpus-per-task); CPU results match across runs at equal threads")
-        if name == "run":
-            s.add_argument("--no-report", action="store_true", help="skip writing the report")
-            s.add_argument("--mlflow", metavar="URI", help="also log to MLflow: a tracking URI or a folder "
-                           "(a sqlite store in it); overrides the suite's tracking.mlflow")
-            s.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files under DIR; "
-                           "overrides the suite's tracking.tensorboard")
-            _executor_arguments(s)
-    return p
-
-
-def _executor_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--executor", default="inline", help="where cells run: inline (this process, the default) | "
-                   "local (--workers processes) | slurm (job arrays through submitit)")
-    g = s.add_argument_group("--executor local")
-    g.add_argument("--workers", type=int, help="worker processes (default 1)")
-    g.add_argument("--gpus", help="comma-separated GPU indices; worker i uses gpus[i %% len(gpus)], e.g. 0,0,1,1")
-    g = s.add_argument_group("--executor slurm (default: the suite's slurm: block, then bench/config.py's SlurmConfig)")
-    g.add_argument("--partition", help="partition (default: the cluster's default)")
-    g.add_argument("--time-min", type=int, help="time limit per cell, minutes")
-    g.add_argument("--gpus-per-task", type=int, help="GPUs per cell")
-    g.add_argument("--cpus-per-task", type=int, help="CPUs per cell (also its torch threads)")
-    g.add_argument("--mem-gb", type=float, help="host memory per cell, GB")
-    g.add_argument("--array-parallelism", type=int, help="array tasks running at once")
 
 
 if __name__ == "__main__":

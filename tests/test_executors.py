@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from bench import cli
+from bench.arguments import parser
 from bench.config import load_suite
 from bench.executors import plan
 from bench.grid import expand
@@ -179,7 +180,7 @@ def test_the_suite_slurm_block_is_checked_and_flags_win(tiny_suite, write_suite)
     raw = tiny_suite(slurm={"partition": "gpu", "cpus_per_task": 4, "additional": {"account": "proj"}})
     suite = load_suite(write_suite(raw))
     assert suite.slurm == SlurmConfig(partition="gpu", cpus_per_task=4, additional={"account": "proj"})
-    args = cli._parser().parse_args(["run", "x", "--cpus-per-task", "8", "--time-min", "30"])
+    args = parser().parse_args(["run", "x", "--cpus-per-task", "8", "--time-min", "30"])
     assert cli._slurm_config(suite, args) == SlurmConfig(partition="gpu", cpus_per_task=8, time_min=30,
                                                          additional={"account": "proj"})
     raw["slurm"] = {"gpus": 1}

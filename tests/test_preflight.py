@@ -10,6 +10,7 @@ import torch
 from rich.console import Console
 
 from bench import preflight as P
+from bench.arguments import parser
 from bench.config import load_suite
 from bench.grid import expand
 from bench.executors.progress import Screen, TimeLeftColumn, clock, duration
@@ -196,7 +197,7 @@ def test_the_gradient_cosine_probe_is_refused_under_autocast_before_training(tin
     suite = load_suite(write_suite(raw))
 
     def where(*flags: str) -> str:
-        return cli._worker_device_type(cli._parser().parse_args(["run", "s.yaml", *flags]), suite)
+        return cli._worker_device_type(parser().parse_args(["run", "s.yaml", *flags]), suite)
 
     assert where("--executor", "slurm", "--gpus-per-task", "1") == "cuda"
     assert where("--executor", "slurm") == "cpu"
