@@ -135,6 +135,19 @@ def test_seed_paired_difference_interval_and_test_match_scipy(paired):
     assert dm.p == pytest.approx(st.ttest_1samp(per_seed, 0).pvalue, rel=1e-9)
 
 
+def test_the_vs_stl_table_shows_points_and_delta_m_percent(paired):
+    tmp_path, _ = paired
+    (rows,) = markdown_tables(section(_report(tmp_path), "Against single-task learning"))
+    by_task = {r["task"]: r for r in rows}
+    # cls in accuracy points (x100); delta_m in % as computed (x1), both with 2 decimals
+    ci = st.ttest_rel(np.array(HARD_K) / N, np.array(STL_K) / N).confidence_interval(0.95)
+    assert by_task["cls"]["difference [95% CI]"] == f"{100 * 0.1 / 3:+.2f} [{100 * ci.low:+.2f}, {100 * ci.high:+.2f}] points"
+    per_seed = np.array([10.0, 100 * 0.05 / 0.7, 0.0]) / 2  # as in the test above
+    low, high = st.t.interval(0.95, 2, per_seed.mean(), st.sem(per_seed))
+    assert by_task[DELTA_M]["difference [95% CI]"] == f"{per_seed.mean():+.2f} [{low:+.2f}, {high:+.2f}] %"
+    assert by_task[DELTA_M]["n"] == "3" and by_task[DELTA_M]["difference %"] == ""
+
+
 def test_holm_over_the_report_decides_win_tie_loss(paired):
     tmp_path, _ = paired
     found = comparisons(_data(tmp_path))
@@ -204,6 +217,15 @@ def test_references_match_backbone_and_flag_what_differs(tmp_path):
     assert conv.n == 1  # stl_conv has seed 0 only
 
 
+def test_a_one_stage_budget_flag_names_no_stages(tmp_path):
+    store = Store(tmp_path / "results", "hand")
+    _manifest(store, [STL, HARD], ("cls", "reg"))
+    for seed in range(2):
+        _stl(store, seed, epochs=25, params=50)  # two STL models of 50 against one of 100: no params flag
+        _cell(store, "hard_share", seed, {"cls": 11, "reg": 0.2}, epochs=10)
+    assert matches(_data(tmp_path), "ds")["hard_share"].flags == ("budget 10 epochs vs 25",)
+
+
 def test_no_matched_stl_rather_than_unlike_models(tmp_path):
     store = Store(tmp_path / "results", "hand")
     _manifest(store, [STL, Entry(id="conv", name="hard_share")], ("cls", "reg"))
@@ -249,6 +271,7 @@ def test_an_ensemble_is_compared_unpaired_with_the_mean_reference(tmp_path):
     assert not m.paired and m.flags == ("2 models per task vs 1", "params ×2.00")
     ens = {c.strategy: c for c in comparisons(d) if c.task == "cls"}["ens"]
     assert ens.mean == pytest.approx(15 / 20 - 11 / 20) and math.isnan(ens.p) and ens.verdict == "n/a"
+    assert ens.percent == pytest.approx(100 * 0.2 / 0.55)  # in % of the mean reference
     assert ens.image_mean == pytest.approx(0.2)  # the ensemble against each STL seed, on the same images
     (rows,) = markdown_tables(section(_report(tmp_path), "Results"))
     assert rows[2]["delta_m %"] == f"{100 * 0.2 / 0.55 / 2:+.2f} (vs mean STL)"  # and 0 on reg
@@ -357,3 +380,21 @@ def test_improving_stages_and_stage_lengths_by_hand():
     one = pd.DataFrame({"stage": [np.nan] * 4, "epoch": [1, 2, 3, 4]})  # one-stage cells leave it empty
     assert stage_lengths(one) == [4] and stage_lengths(one.drop(columns="stage")) == [4]
     assert stage_lengths(pd.DataFrame({"stage": ["1:a", "1:a", "2:b", "2:b", "2:b"]})) == [2, 3]
+    # in training order, not by label: "10:j" sorts before "9:i"
+    assert stage_lengths(pd.DataFrame({"stage": ["9:i", "9:i", "10:j", "10:j", "10:j"]})) == [2, 3]
+
+
+def test_still_improving_without_a_history_reads_the_record():
+    from bench.report.convergence import still_improving
+
+    def record(**kw) -> Record:
+        return Record(**{"suite": "hand", "cell": "c", "dataset": "ds", "strategy": "s", "strategy_name": "hard_share",
+                         "multi_task": True, "tasks": ("cls",), "seed": 0, "status": "done", "key": "k", **kw})
+
+    # no history: a one-stage cell's length is its recorded epochs
+    assert still_improving(record(best_epoch=10, epochs=10), None) == [1]
+    assert still_improving(record(best_epoch=7, epochs=10), None) == []
+    # nothing to tell from: no best epoch, a combined cell, or neither history nor epochs
+    assert still_improving(record(best_epoch=None, epochs=10), None) is None
+    assert still_improving(record(best_epoch=10, epochs=10, members={"m": "k"}), None) is None
+    assert still_improving(record(best_epoch=10, epochs=None), None) is None

@@ -123,6 +123,21 @@ def test_ensemble_of_identical_members_equals_a_member(tmp_path, of):
     assert record.members == {m.name: m.key for m in ens.members} and "combine.py" in record.code
 
 
+def test_member_gains_against_the_mean_and_the_best_member_by_direction():
+    from bench.combine import member_gains
+
+    # the best member is the higher accuracy (0.8) but the lower MAE (0.2): each metric's own direction
+    members = {"m0": {"top": {"accuracy": 0.6}, "brightness": {"mae": 0.2}},
+               "m1": {"top": {"accuracy": 0.8}, "brightness": {"mae": 0.4}}}
+    test = {"top": {"accuracy": 0.75}, "brightness": {"mae": 0.25}}
+    gains = member_gains(test, members, SPECS)
+    flat = {(g, t, m): v for g, tasks in gains.items() for t, ms in tasks.items() for m, v in ms.items()}
+    assert flat == pytest.approx({("gain_vs_mean", "top", "accuracy"): 0.75 - 0.7,
+                                  ("gain_vs_mean", "brightness", "mae"): 0.25 - 0.3,
+                                  ("gain_vs_best", "top", "accuracy"): 0.75 - 0.8,
+                                  ("gain_vs_best", "brightness", "mae"): 0.25 - 0.2})
+
+
 def test_delta_m_on_hand_made_numbers():
     # accuracy 0.75 -> 0.80 is +6.67 %; MAE 0.10 -> 0.09 (lower is better) is +10 %: mean 8.33 %.
     hib = {"acc": True, "mae": False}

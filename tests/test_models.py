@@ -190,3 +190,14 @@ def test_cross_stitch_units_start_near_identity_and_mix_by_alpha(tasks, self_wei
     for i in range(tasks):  # by hand: alpha_ii * 10^i + other * (sum of the other columns)
         value = self_weight * 10 ** i + other * sum(10 ** j for j in range(tasks) if j != i)
         assert torch.allclose(mixed[i], torch.full((2, 3), value))
+
+
+def test_a_one_task_cross_stitch_unit_keeps_its_column():
+    # A single-task entry of cross_stitch (`tasks: [a]`) builds one column: its unit is the 1 x 1
+    # [[self_weight]] (no other task to spread 1 - self_weight over), not a division by 0 tasks.
+    from bench.models import CrossStitchUnit
+
+    unit = CrossStitchUnit(1, 0.9)
+    assert unit.alpha.detach().tolist() == [[pytest.approx(0.9)]]
+    (mixed,) = unit([torch.full((2, 3), 10.0)])
+    assert torch.allclose(mixed, torch.full((2, 3), 9.0))

@@ -113,6 +113,11 @@ def test_warmup_then_cosine_and_onecycle_factors():
     assert [onecycle.factor(i) for i in (2, 6, 9)] == pytest.approx([1.0, 0.5, 1 / 8])
     no_warmup = LrSchedule(opt, schedule="cosine", warmup_epochs=0, epochs=5, steps_per_epoch=2)
     assert no_warmup.factor(0) == 1.0 and no_warmup.factor(5) == pytest.approx(0.5)
+    # 0.1 epoch is a fifth of a step, still a warmup (only 0 means none): one step, after which the cosine
+    # runs over the 9 steps left
+    short = LrSchedule(opt, schedule="cosine", warmup_epochs=0.1, epochs=5, steps_per_epoch=2)
+    assert [short.factor(i) for i in (0, 1)] == [1.0, 1.0]
+    assert short.factor(4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 9)))
 
 
 @pytest.mark.parametrize("train, message", [

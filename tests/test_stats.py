@@ -57,6 +57,18 @@ def test_paired_difference_matches_ttest_rel():
     assert d.percent_low == pytest.approx(100 * d.low / b.mean())
 
 
+def test_paired_difference_percent_interval_is_the_interval_over_the_reference_mean():
+    # Both ends of the % interval are scipy's interval of the differences, x 100 / |mean reference|; the
+    # reference's sign does not flip them (a drop stays negative against a negative reference).
+    a, b = np.array([0.62, 0.70, 0.66]), np.array([0.60, 0.64, 0.65])
+    ci = st.ttest_rel(a, b).confidence_interval(0.95)
+    d = S.paired_difference(a, b)
+    assert (d.percent_low, d.percent_high) == pytest.approx((100 * ci.low / 0.63, 100 * ci.high / 0.63), rel=1e-9)
+    neg = S.paired_difference(-a, -b)  # differences -0.02, -0.06, -0.01 against a mean of -0.63
+    assert (neg.percent_low, neg.percent_high) == pytest.approx((-100 * ci.high / 0.63, -100 * ci.low / 0.63),
+                                                                rel=1e-9)
+
+
 def test_paired_difference_edges():
     same = S.paired_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     assert same.mean == 0 and same.p == 1.0  # scipy says NaN for zero spread; nothing differs

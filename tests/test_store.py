@@ -287,3 +287,29 @@ def test_status_names_a_damaged_manifest_and_lists_the_cells_from_their_records(
     shutil.rmtree(store.cell_dir(CELL))  # nothing left to list: exit 2, naming the folder
     assert cli.main(["status", "tiny", "--results", str(tmp_path / "results")]) == 2
     assert "nothing to show: no suite file and no results in" in " ".join(capsys.readouterr().err.split())
+
+
+def test_finish_says_whether_the_attempt_became_the_result(tmp_path):
+    # The runner hands the tracker the cell's record, or the failed attempt's files, by this answer.
+    from bench.kinds import make_spec
+    from bench.record import Record
+
+    store = Store(tmp_path, "hand")
+    spec = make_spec("multiclass", name="t", classes=2).to_dict()
+    arrays = {"pred__t": np.array([[0.9, 0.1], [0.2, 0.8]], np.float16), "target__t": np.array([0, 0])}
+
+    def finish(cell: str, status: str, key: str) -> bool:
+        record = Record(suite="hand", cell=cell, dataset="d", strategy="s", strategy_name="hard_share",
+                        multi_task=True, tasks=("t",), seed=0, status=status, key=key, specs={"t": spec},
+                        test={"t": {"accuracy": 0.5}} if status == "done" else {})
+        files = store.attempt(cell)
+        if status == "done":
+            files.write_predictions(arrays)
+        return store.finish(files, record)
+
+    assert finish("c", "done", "k1") is True and store.record("c").key == "k1"
+    assert finish("c", "failed", "k2") is False  # beside the finished result, which stays
+    assert store.record("c").key == "k1" and store.failed_attempt("c").key == "k2"
+    assert finish("c", "done", "k3") is True and store.record("c").key == "k3"
+    assert store.failed_attempt("c") is None  # gone with the folder it replaced
+    assert finish("new", "failed", "k4") is True and store.record("new").status == "failed"  # nothing to keep

@@ -67,6 +67,19 @@ def test_regression_metrics_and_loss_by_hand():
     assert spec.primary == "mae" and not spec.higher_is_better and spec.out_channels == 1
 
 
+def test_regression_metrics_over_several_outputs_match_sklearn():
+    # shapes' `counts` predicts one value per shape type: MAE and RMSE run over items and outputs alike
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    spec = make_spec("regression", name="counts", dim=3)
+    pred = np.array([[1.0, 0.0, 2.0], [0.5, 1.0, 1.0]])
+    target = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])
+    m = spec.metrics(pred, target)
+    assert m["mae"] == pytest.approx(mean_absolute_error(target, pred))  # (0 + 1 + 2 + 0.5 + 0 + 2) / 6
+    assert m["mae"] == pytest.approx(5.5 / 6)
+    assert m["rmse"] == pytest.approx(math.sqrt(mean_squared_error(target, pred)))  # sqrt((1 + 4 + 0.25 + 4) / 6)
+
+
 def test_multiclass_loss_is_cross_entropy():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     target = torch.tensor([0, 2])

@@ -91,3 +91,71 @@ def test_sequential_stages_monitor_earlier_tasks_without_selecting_on_them(data)
     assert all(row["val_quadrant_accuracy"] >= 0 for row in second)  # the earlier task, still scored
     for row in second:  # selection (val_loss) counts the stage's own task only
         assert row["val_loss"] == pytest.approx(row["val_top_loss"])
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """A classification task (accuracy: higher is better) and a regression task (MAE: lower is better)."""
+    return load_taskset(DatasetConfig(name="synthetic", tasks=("quadrant", "brightness"), val_size=16,
+                                      options={"n_train": 64, "n_test": 32, "image_size": 8}))
+
+
+def test_score_selection_follows_each_tasks_direction(mixed, monkeypatch):
+    # Validation as scripted per epoch. select: score is the mean of +accuracy and -MAE:
+    # (0.50 - 0.10) / 2 = 0.20, (0.90 - 0.30) / 2 = 0.30, (0.80 - 0.60) / 2 = 0.10: epoch 2. Ignoring
+    # accuracy would pick epoch 1 (lowest MAE); MAE counted as higher-is-better, epoch 3; loss, epoch 3.
+    script = [(0.50, 0.10, 1.0), (0.90, 0.30, 0.9), (0.80, 0.60, 0.5)]  # accuracy, MAE, each task's loss
+    for select, best in (("score", 2), ("loss", 3)):
+        vals = iter([{"quadrant": {"accuracy": acc, "loss": loss}, "brightness": {"mae": mae, "loss": loss}}
+                     for acc, mae, loss in script])
+        tr = trainer(epochs=3, select=select)
+        monkeypatch.setattr(tr, "evaluate", lambda *args: next(vals))
+        result = tr.fit(model(mixed), mixed, mixed.specs)
+        assert result.best_epoch == best, select
+        acc, mae, _ = script[best - 1]
+        assert (result.val_metrics["quadrant"]["accuracy"], result.val_metrics["brightness"]["mae"]) == (acc, mae)
+
+
+def test_step_time_and_throughput_follow_their_definitions(data):
+    # 48 training images in batches of 16: 3 steps and 48 images per epoch
+    result = trainer(epochs=2).fit(model(data), data, {TASK: data.specs[TASK]})
+    for row in result.history:
+        assert row["step_ms"] == pytest.approx(1000 * row["train_seconds"] / 3)
+        assert row["images_per_second"] == pytest.approx(48 / row["train_seconds"])
+    assert result.train_seconds == pytest.approx(sum(row["train_seconds"] for row in result.history))
+    assert result.images == 2 * 48
+
+
+def test_the_gradient_probe_counts_steps_over_the_whole_fit(data, monkeypatch):
+    # CosineProbe measures when its step, counted from 0 over the fit, is a multiple of `every`; with
+    # every = 1 it sees each of the 2 x 3 steps once, in order.
+    from bench import trainer as trainer_module
+
+    seen = []
+
+    class Spy(trainer_module.CosineProbe):
+        def __call__(self, step, *batch):
+            seen.append(step)
+            return super().__call__(step, *batch)
+
+    monkeypatch.setattr(trainer_module, "CosineProbe", Spy)
+    result = trainer(epochs=2, grad_cosine_every=1).fit(model(data), data, data.specs)
+    assert seen == list(range(6))
+    assert all(-1 <= row["grad_cos_quadrant_vs_top"] <= 1 for row in result.history)
+
+
+def test_the_weighting_gets_each_epochs_mean_task_losses(data, monkeypatch):
+    # bench/weighting's seam: method.end_epoch((T,) the epoch's mean unweighted training losses), the
+    # history's train_loss_<task> (DWA's loss ratios read them)
+    calls, method = [], Trainer.method
+
+    def spied(self, tasks):
+        m = method(self, tasks)
+        m.end_epoch = lambda losses: calls.append(losses.tolist())
+        return m
+
+    monkeypatch.setattr(Trainer, "method", spied)
+    result = trainer(epochs=2).fit(model(data), data, data.specs)
+    assert len(calls) == 2
+    for row, losses in zip(result.history, calls):
+        assert losses == pytest.approx([row["train_loss_quadrant"], row["train_loss_top"]], rel=1e-6)
