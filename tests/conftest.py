@@ -22,6 +22,7 @@ from bench.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"
+LEGACY = REPO / "tests" / "data" / "h100_store"  # a schema-1 store and its report (see its README)
 
 # A synthetic dataset small enough that a cell trains in well under a second on CPU:
 # 8x8 images (three 2x2 pools leave 1x1), 32 train + 16 validation images, 32 test images.

@@ -21,7 +21,7 @@ from bench.kinds.classification import classification_metrics
 from bench.report.prediction_stats import (NLL_FLOOR, bootstrap_difference, expected_calibration_error,
                                            mcnemar_exact, nll)
 
-CIFAR = Path(__file__).resolve().parents[1] / "results" / "cifar_mtl"
+CIFAR = Path(__file__).resolve().parent / "data" / "h100_store" / "cifar_mtl"  # the store issue 8 quotes
 
 
 # --- seed-level statistics -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from bench.record import RecordError
 from bench.executors import run_cells
 from bench.store import Store, atomic_torch_save, atomic_write_json
 from bench.trainer import Trainer
-from conftest import REPO, markdown_tables, section, skip_rendering
+from conftest import LEGACY, REPO, markdown_tables, section, skip_rendering
 
 CPU = torch.device("cpu")
 CELL = "synthetic__hard_share__seed0"  # the tiny suite's one cell
@@ -207,8 +207,8 @@ def test_a_damaged_cell_is_named_rerun_and_left_out_of_the_report(tiny_suite, wr
 
 def test_damaged_files_of_either_schema_name_themselves(tmp_path):
     legacy = Store(tmp_path, "cifar_mtl")
-    shutil.copytree(REPO / "results" / "cifar_mtl" / "cifar10__hard_share__seed0", legacy.cell_dir("a"))
-    shutil.copytree(REPO / "results" / "cifar_mtl" / "cifar10__hard_share__seed0", legacy.cell_dir("b"))
+    shutil.copytree(LEGACY / "cifar_mtl" / "cifar10__hard_share__seed0", legacy.cell_dir("a"))
+    shutil.copytree(LEGACY / "cifar_mtl" / "cifar10__hard_share__seed0", legacy.cell_dir("b"))
     _truncate(legacy.cell_dir("a") / "metrics.json")
     with pytest.raises(RecordError, match=r"/a/metrics\.json: not valid JSON .*truncated\?"):
         legacy.record("a")
