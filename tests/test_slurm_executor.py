@@ -109,7 +109,8 @@ def test_squeue_lines_read_as_sacct_would_give_them():
 
 
 def _cancel_when_training(store: Store, cells: list[str], cancelled: list, deadline_s: float = 300) -> None:
-    """scancel the job of each cell once it has logged an epoch (its id from the holder's environment)."""
+    """scancel the job of each cell once it has logged an epoch (its id from the holder's environment);
+    appends (cell, job) to `cancelled`."""
     end, left = time.monotonic() + deadline_s, list(cells)
     while left and time.monotonic() < end:
         for cell in list(left):
@@ -120,7 +121,7 @@ def _cancel_when_training(store: Store, cells: list[str], cancelled: list, deadl
             env = dict(v.split("=", 1) for v in Path(f"/proc/{holder.pid}/environ").read_text().split("\0") if "=" in v)
             job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
             subprocess.run(["scancel", job], check=True)
-            cancelled.append(job)
+            cancelled.append((cell, job))
             left.remove(cell)
         time.sleep(0.1)
 
@@ -157,7 +158,8 @@ def test_a_suite_through_slurm_stores_what_an_inline_run_stores(slurm_partition,
     same = ["synthetic__hard_share__seed0", "synthetic__hard_share__seed1",
             "synthetic__ensemble(of=hard_share,seeds=0+1)"]
     assert_same_results(Store(smoke_run["results"], "smoke"), store, same)
-    for cell, job in zip(slow, cancelled):
+    assert sorted(cell for cell, _ in cancelled) == slow
+    for cell, job in cancelled:  # in the order they logged an epoch, which need not be seed order
         record = store.record(cell)
         assert record.status == "failed" and record.reason.startswith(f"SLURM job {job} CANCELLED: ")
         log = Path(record.reason.rsplit("; log: ", 1)[1])
