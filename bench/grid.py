@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,10 +284,17 @@ def _with_siblings(paths: set[str]) -> set[str]:
     return out
 
 
+# Python 3.11's ast.parse is not safe from two threads at once (SystemError "AST constructor recursion
+# depth mismatch", seen when two runs of one suite share a process as threads).
+_PARSE = threading.Lock()
+
+
 def _bench_imports(source: Path) -> set[str]:
     """Dotted names this module's `import bench...` / `from bench... import x` statements may load."""
     names = set()
-    for node in ast.walk(ast.parse(source.read_text())):
+    with _PARSE:
+        tree = ast.parse(source.read_text())
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
             names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
         elif isinstance(node, ast.Import):
