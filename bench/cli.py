@@ -109,9 +109,8 @@ def _note(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _pool_device(args, suite) -> str:
-    """Where the cells of a pool or a SLURM array train, for the run's first line."""
-    kind = _worker_device_type(args, suite)
+def _pool_device(args, kind: str) -> str:
+    """Where the cells of a pool or a SLURM array train (`kind`: cpu or cuda), for the run's first line."""
     if args.executor == "slurm":
         return f"{kind} on SLURM nodes (--executor slurm)"
     workers = args.workers or 1
@@ -158,9 +157,10 @@ def _run(suite, grid: list, cells: list, args, console: Console) -> int:
         if inline and args.threads:
             torch.set_num_threads(args.threads)  # before the preflight times any step
         device = pick_device(args.device) if inline else torch.device("cpu")
-        where = describe_device(device) if inline else _pool_device(args, suite)
+        kind = device.type if inline else _worker_device_type(args, suite)  # where the cells will train
+        where = describe_device(device) if inline else _pool_device(args, kind)
         console.print(f"suite {suite.name}: {len(cells)} cells on {where}", highlight=False)
-        check_numerics(cells, device.type if inline else _worker_device_type(args, suite))
+        check_numerics(cells, kind)
         tracker.check()
         # The data is checked where this machine has it: inline runs keep what the preflight loaded, and a
         # pool's parent checks it on the CPU; a SLURM job loads its own, on the cluster.

@@ -166,4 +166,5 @@ def test_the_first_line_names_where_a_pools_cells_train(tiny_suite, write_suite,
     import argparse
 
     suite = load_suite(write_suite(tiny_suite()))
-    assert cli._pool_device(argparse.Namespace(**options), suite) == where
+    args = argparse.Namespace(**options)
+    assert cli._pool_device(args, cli._worker_device_type(args, suite)) == where
